@@ -1,0 +1,131 @@
+"""Outcomes: the result of one command, and the record published for it on the outcomes topic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from promo_bridge.domain.commands import Command
+
+
+class OutcomeStatus(StrEnum):
+    """What happened to one command."""
+
+    APPLIED = "applied"
+    ALREADY_APPLIED = "already_applied"
+    REJECTED = "rejected"
+    # Reserved for a command that can never be sent (e.g. an ambiguous response that cannot be
+    # split further). An API that is merely unavailable never produces it.
+    FAILED = "failed"
+
+
+class ErrorClass(StrEnum):
+    """The error classes of DESIGN.md; every Capillary code maps to exactly one."""
+
+    RETRYABLE = "retryable"
+    ALREADY_APPLIED = "already_applied"
+    REJECTED = "rejected"
+    CONFIG = "config"
+    AUTH = "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The client's verdict on one command of a batch, matched to it by position."""
+
+    command_id: str
+    status: OutcomeStatus
+    error_class: ErrorClass | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    issual_id: str | None = None
+    earned_id: str | None = None
+    revoked_earn_ids: tuple[int, ...] = ()
+    revoked_issual_id: str | None = None
+    attempts: int = 1
+    request_id: str | None = None
+    batch_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class OutcomeRecord(BaseModel):
+    """One record per command on the outcomes topic, keyed by customer.
+
+    Downstream consumers dedupe on `command_id`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command_id: str = Field(description="Deterministic id of the command; dedupe key downstream.")
+    event_id: str = Field(description="CloudEvents id of the source event.")
+    topic: str
+    partition: int
+    offset: int
+    rule: str
+    action: str
+    subject: str = Field(description="Promotion or target name from the rules file.")
+    promotion_id: int | None = None
+    promo_identifier: str | None = None
+    program_id: int | None = None
+    target_group_id: int | None = None
+    target_id: int | None = None
+    identifier_name: str
+    identifier_value: str
+    status: OutcomeStatus
+    error_class: ErrorClass | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    issual_id: str | None = None
+    earned_id: str | None = None
+    revoked_earn_ids: list[int] = Field(default_factory=list)
+    revoked_issual_id: str | None = None
+    attempts: int
+    batch_id: str | None = None
+    request_id: str | None = Field(default=None, description="X-Cap-Requestid of the final call.")
+    received_at: datetime = Field(description="When the service decoded the source event.")
+    completed_at: datetime = Field(description="When the result was known.")
+
+
+def outcome_record(
+    command: Command,
+    result: CommandResult,
+    *,
+    received_at: datetime,
+    completed_at: datetime,
+) -> OutcomeRecord:
+    """Join a command with its result into the published record."""
+    promotion = command.promotion
+    target = command.target
+    return OutcomeRecord(
+        command_id=command.command_id,
+        event_id=command.event_id,
+        topic=command.position.topic,
+        partition=command.position.partition,
+        offset=command.position.offset,
+        rule=command.rule,
+        action=command.action.value,
+        subject=command.subject,
+        promotion_id=promotion.promotion_id if promotion else None,
+        promo_identifier=promotion.promo_identifier if promotion else None,
+        program_id=promotion.program_id if promotion else None,
+        target_group_id=target.target_group_id if target else None,
+        target_id=target.target_id if target else None,
+        identifier_name=command.identifier_name.value,
+        identifier_value=command.identifier_value,
+        status=result.status,
+        error_class=result.error_class,
+        error_code=result.error_code,
+        error_message=result.error_message,
+        issual_id=result.issual_id,
+        earned_id=result.earned_id,
+        revoked_earn_ids=list(result.revoked_earn_ids),
+        revoked_issual_id=result.revoked_issual_id,
+        attempts=result.attempts,
+        batch_id=result.batch_id,
+        request_id=result.request_id,
+        received_at=received_at,
+        completed_at=completed_at,
+    )
