@@ -1,0 +1,41 @@
+# promo-bridge developer entry points. `make run` and `make test` are the README's quick start.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint typecheck unit integration kafka-fetch bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+kafka-fetch: ## download the Kafka jars once (cached under ~/.cache/promo-bridge)
+	$(PYTHON) scripts/kafka_broker.py fetch
+
+run: venv kafka-fetch ## broker + simulator + service on the examples, then the outcome table
+	$(PY) scripts/demo.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+test: venv kafka-fetch lint typecheck ## the whole suite: lint, types, unit, integration, e2e
+	$(VENV)/bin/pytest -q --durations=10
+
+bench: venv
+	$(PY) bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

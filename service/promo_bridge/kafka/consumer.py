@@ -1,0 +1,227 @@
+"""The consumer loop: fetch, hand records to the pipeline, pause under pressure, commit.
+
+Offsets are committed only from the pipeline's watermark, i.e. once every command of every
+event below the offset has its outcome acknowledged. On a rebalance the revoked partitions are
+drained (flush, wait for in-flight calls, publish, commit) before they are let go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from promo_bridge.observability.metrics import Metrics
+from promo_bridge.pipeline import InputRecord, Pipeline
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLoopConfig:
+    """Knobs of the loop; units are in the names."""
+
+    topics: tuple[str, ...]
+    max_poll_records: int = 500
+    poll_timeout_ms: int = 200
+    commit_interval_s: float = 1.0
+    drain_timeout_s: float = 20.0
+    max_pending: int = 10_000
+    resume_below: int = 5_000
+    error_backoff_initial_s: float = 0.5
+    error_backoff_max_s: float = 30.0
+    # /readyz turns false when no fetch has succeeded for this long.
+    broker_stale_s: float = 30.0
+
+
+class ConsumerLoop:
+    """Owns the AIOKafkaConsumer once it is started; one instance per service."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        config: ConsumerLoopConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._consumer = consumer
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._config = config
+        self._clock = clock
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = clock()
+        self._last_fetch_ok: float | None = None
+        self._backpressure = False
+        self._paused: set[TopicPartition] = set()
+        self._commit_lock = asyncio.Lock()
+
+    # -- readiness --------------------------------------------------------------------------
+
+    @property
+    def assigned(self) -> bool:
+        """True once the group gave this instance at least one partition."""
+        return bool(self._consumer.assignment())
+
+    @property
+    def broker_reachable(self) -> bool:
+        """True while fetches succeed."""
+        last = self._last_fetch_ok
+        return last is not None and self._clock() - last < self._config.broker_stale_s
+
+    @property
+    def paused_for_backpressure(self) -> bool:
+        """True while pending commands are above the high-water mark."""
+        return self._backpressure
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; then return without draining (the runtime drains)."""
+        self._consumer.subscribe(list(self._config.topics), listener=_Rebalance(self))
+        backoff_s = self._config.error_backoff_initial_s
+        while not stop.is_set():
+            self._apply_flow_control()
+            try:
+                fetched = await self._consumer.getmany(
+                    timeout_ms=self._config.poll_timeout_ms,
+                    max_records=self._config.max_poll_records,
+                )
+            except KafkaError as exc:
+                log.warning("kafka_fetch_failed", error=repr(exc), retry_in_s=backoff_s)
+                await _wait_or_stop(stop, backoff_s)
+                backoff_s = min(backoff_s * 2, self._config.error_backoff_max_s)
+                continue
+            backoff_s = self._config.error_backoff_initial_s
+            self._last_fetch_ok = self._clock()
+            for tp, messages in fetched.items():
+                self._pipeline.accept(
+                    InputRecord(
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        offset=message.offset,
+                        key=message.key,
+                        value=message.value,
+                        headers=tuple(message.headers or ()),
+                        timestamp_ms=message.timestamp,
+                    )
+                    for message in messages
+                )
+            if self._clock() - self._last_commit >= self._config.commit_interval_s:
+                await self.commit()
+            self._update_lag()
+
+    def _apply_flow_control(self) -> None:
+        pending = self._pipeline.pending
+        if not self._backpressure and pending >= self._config.max_pending:
+            self._backpressure = True
+            log.info("backpressure_pause", pending=pending)
+        elif self._backpressure and pending < self._config.resume_below:
+            self._backpressure = False
+            log.info("backpressure_resume", pending=pending)
+        assignment = self._consumer.assignment()
+        want_paused = self._backpressure or self._pipeline.auth_failed
+        if want_paused:
+            to_pause = assignment - self._paused
+            if to_pause:
+                self._consumer.pause(*to_pause)
+            self._paused = set(assignment)
+        elif self._paused:
+            self._consumer.resume(*(self._paused & assignment))
+            self._paused = set()
+        self._metrics.paused_partitions.set(len(self._paused))
+
+    async def commit(self) -> None:
+        """Commit the watermark of every partition that moved; failures are retried later."""
+        async with self._commit_lock:
+            self._last_commit = self._clock()
+            offsets = self._pipeline.committable()
+            if not offsets:
+                self._metrics.committed()
+                return
+            assignment = self._consumer.assignment()
+            to_commit = {
+                TopicPartition(topic, partition): OffsetAndMetadata(offset, "")
+                for (topic, partition), offset in offsets.items()
+                if TopicPartition(topic, partition) in assignment
+            }
+            if not to_commit:
+                return
+            try:
+                await self._consumer.commit(to_commit)
+            except (CommitFailedError, KafkaError) as exc:
+                log.warning("offset_commit_failed", error=repr(exc))
+                return
+            self._pipeline.committed(
+                {(tp.topic, tp.partition): meta.offset for tp, meta in to_commit.items()}
+            )
+            self._committed.update({tp: meta.offset for tp, meta in to_commit.items()})
+            self._metrics.committed(self._clock)
+            log.debug("offsets_committed", count=len(to_commit))
+
+    def _update_lag(self) -> None:
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            base = self._committed.get(tp)
+            if base is None:
+                continue
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                max(0, highwater - base)
+            )
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish the work of partitions about to move, commit, then let them go."""
+        if not revoked:
+            return
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        started = self._clock()
+        drained = await self._pipeline.drain(keys, self._config.drain_timeout_s)
+        await self.commit()
+        self._pipeline.forget(keys)
+        for tp in revoked:
+            self._committed.pop(tp, None)
+            # prometheus_client raises KeyError for a child that was never set.
+            with contextlib.suppress(KeyError):
+                self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        self._paused -= revoked
+        log.info(
+            "partitions_revoked",
+            partitions=sorted(f"{t}-{p}" for t, p in keys),
+            drained=drained,
+            seconds=round(self._clock() - started, 3),
+        )
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Log the new assignment; flow control re-applies pauses on the next turn."""
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
+        )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop.on_assigned(set(assigned))
+
+
+async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return

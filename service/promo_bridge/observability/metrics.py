@@ -1,0 +1,181 @@
+"""The service's Prometheus series, on a registry of its own per service instance.
+
+A registry per instance (not the global one) lets tests run two services in one process and
+read each one's numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+NAMESPACE = "promo_bridge"
+
+_BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 75, 100)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every series the service exports; names follow Prometheus conventions."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "events_consumed_total",
+            "Input events read, by topic and CloudEvents type.",
+            ["topic", "type"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.decode_failures = Counter(
+            "decode_failures_total",
+            "Input events sent to the DLQ because they did not decode.",
+            ["topic"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.dlq_records = Counter(
+            "dlq_records_total",
+            "Records published to the DLQ topic.",
+            ["topic"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rule_errors = Counter(
+            "rule_evaluation_errors_total",
+            "CEL conditions that failed to evaluate (no match).",
+            ["rule"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rule_actions_skipped = Counter(
+            "rule_actions_skipped_total",
+            "Actions of matched rules that made no command (e.g. the customer has no usable id).",
+            ["rule", "reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.commands = Counter(
+            "commands_total",
+            "Commands produced by the rules.",
+            ["action", "promotion"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.commands_deduplicated = Counter(
+            "commands_deduplicated_total",
+            "Commands dropped because the same command_id was already pending.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "batch_size",
+            "Customers per API call.",
+            ["endpoint"],
+            buckets=_BATCH_SIZE_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.batch_flushes = Counter(
+            "batch_flushes_total",
+            "Batches that left the batcher, by reason (size, window, flush).",
+            ["endpoint", "reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.api_latency = Histogram(
+            "api_request_duration_seconds",
+            "Capillary HTTP calls, by endpoint and status.",
+            ["endpoint", "status"],
+            buckets=_LATENCY_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.api_retries = Counter(
+            "api_retries_total",
+            "Capillary calls retried, by endpoint and reason.",
+            ["endpoint", "reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.api_throttle_wait = Counter(
+            "api_throttle_wait_seconds_total",
+            "Seconds calls waited for the client-side calls-per-minute budget.",
+            ["endpoint"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.token_refreshes = Counter(
+            "oauth_token_refreshes_total",
+            "OAuth tokens generated.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "outcomes_total",
+            "Outcome records published, by status and error class.",
+            ["status", "error_class"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.batches_unavailable = Counter(
+            "batches_unavailable_total",
+            "Batches kept pending because the API stayed unavailable past the retry bound.",
+            ["endpoint"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.pending_commands = Gauge(
+            "pending_commands",
+            "Commands accepted and not yet published as outcomes.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.paused_partitions = Gauge(
+            "paused_partitions",
+            "Assigned partitions paused for backpressure or authentication.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.auth_paused = Gauge(
+            "auth_paused",
+            "1 while consumption is paused because Capillary refuses the credentials.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "consumer_lag",
+            "Records between the committed offset and the end of the partition.",
+            ["topic", "partition"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.commits = Counter(
+            "offset_commits_total",
+            "Offset commits sent to the group coordinator.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self._last_commit_monotonic = time.monotonic()
+        self.seconds_since_last_commit = Gauge(
+            "seconds_since_last_commit",
+            "Seconds since offsets were last committed.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.seconds_since_last_commit.set_function(self._since_commit)
+
+    def committed(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """Record a successful commit."""
+        self.commits.inc()
+        self._last_commit_monotonic = clock()
+
+    def _since_commit(self) -> float:
+        return time.monotonic() - self._last_commit_monotonic
+
+    def render(self) -> bytes:
+        """The text exposition of every series."""
+        return generate_latest(self.registry)
