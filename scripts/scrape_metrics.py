@@ -61,6 +61,7 @@ LABELS: dict[str, list[tuple[str, ...]]] = {
         (OutcomeStatus.FAILED.value, ""),
     ],
     "batches_unavailable": [("enrolAndEarn",)],
+    "partition_pauses": [("backpressure",), ("auth",)],
     "consumer_lag": [(topic, str(partition)) for topic in TOPICS for partition in (0, 1)],
 }
 
@@ -85,7 +86,8 @@ def exercised_metrics() -> Metrics:
             continue
         if name == "seconds_since_last_commit":
             continue  # a callback gauge: it always has its one sample
-        labelnames = metric._labelnames  # noqa: SLF001 (prometheus_client has no public getter)
+        # prometheus_client has no public getter for a parent's label names.
+        labelnames = metric._labelnames
         if not labelnames:
             _use(metric)
             continue

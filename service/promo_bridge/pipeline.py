@@ -26,7 +26,13 @@ from promo_bridge.domain.commands import Batch, Command, EventPosition
 from promo_bridge.domain.dead_letters import DeadLetterRecord, dead_letter
 from promo_bridge.domain.events import EventDecodeError, decode_event
 from promo_bridge.domain.offsets import OffsetTracker
-from promo_bridge.domain.outcomes import CommandResult, OutcomeRecord, outcome_record
+from promo_bridge.domain.outcomes import (
+    CommandResult,
+    ErrorClass,
+    OutcomeRecord,
+    OutcomeStatus,
+    outcome_record,
+)
 from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
 
@@ -102,6 +108,8 @@ class Pipeline:
         self._clock = clock
         self._wall_clock = wall_clock
         self._received_at: dict[str, datetime] = {}
+        # Positions of redelivered copies of a pending command, completed with the original.
+        self._followers: dict[str, list[EventPosition]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dead_letters_pending = 0
         self._wake = asyncio.Event()
@@ -155,10 +163,14 @@ class Pipeline:
             self._metrics.commands.labels(command.action.value, command.subject).inc()
             if self._batcher.add(command, now):
                 self._received_at[command.command_id] = received
+                continue
+            self._metrics.commands_deduplicated.inc()
+            if command.command_id in self._received_at:
+                # The same command is still pending (maybe in flight from before a rebalance):
+                # its outcome covers this copy, so this event completes only with it.
+                self._followers.setdefault(command.command_id, []).append(position)
             else:
-                # Same command_id already pending: its outcome covers this one, and the
-                # watermark of the original's partition still holds until then.
-                self._metrics.commands_deduplicated.inc()
+                # Completed recently: the outcome is already on the topic.
                 self._tracker.command_done(position)
 
     async def _send_dead_letter(
@@ -277,8 +289,12 @@ class Pipeline:
             self._metrics.outcomes.labels(
                 record.status.value, record.error_class.value if record.error_class else ""
             ).inc()
+            if record.status is not OutcomeStatus.APPLIED:
+                _log_outcome(record)
             self._received_at.pop(command.command_id, None)
             self._tracker.command_done(command.position)
+            for follower in self._followers.pop(command.command_id, ()):
+                self._tracker.command_done(follower)
         self._update_pending()
         self._wake.set()
         self._signal_progress()
@@ -340,6 +356,10 @@ class Pipeline:
         )
         for command in dropped:
             self._received_at.pop(command.command_id, None)
+            # The partition's new owner re-reads and sends the command; copies of it read
+            # here from partitions this instance keeps need not wait for that.
+            for follower in self._followers.pop(command.command_id, ()):
+                self._tracker.command_done(follower)
         for tp in partition_set:
             self._tracker.forget_partition(tp)
         self._update_pending()
@@ -364,3 +384,23 @@ class Pipeline:
 
     def _update_pending(self) -> None:
         self._metrics.pending_commands.set(self.pending)
+
+
+def _log_outcome(record: OutcomeRecord) -> None:
+    """One line per command that was not simply applied; config trouble is a warning."""
+    fields = {
+        "command_id": record.command_id,
+        "event_id": record.event_id,
+        "rule": record.rule,
+        "action": record.action,
+        "subject": record.subject,
+        "status": record.status.value,
+        "error_code": record.error_code,
+        "error_class": record.error_class.value if record.error_class else None,
+        "error_message": record.error_message,
+        "request_id": record.request_id,
+    }
+    if record.error_class is ErrorClass.CONFIG or record.status is OutcomeStatus.FAILED:
+        log.warning("command_not_applied", **fields)
+    else:
+        log.info("command_not_applied", **fields)

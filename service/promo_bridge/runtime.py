@@ -160,7 +160,8 @@ async def _shutdown(
     with contextlib.suppress(asyncio.CancelledError):
         await dispatcher
     await pipeline.aclose()
-    # Leaving the group triggers the revoke callback, which finds nothing left to drain.
+    # Leaves the group. aiokafka does not call the revoke callback here (unless a rebalance is
+    # under way): the drain and commit above are what hand the partitions over cleanly.
     await consumer.stop()
 
 

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     dlq_topic: str = "promo-bridge.dlq"
     max_poll_records: int = Field(default=500, ge=1)
     commit_interval_ms: int = Field(default=1000, ge=10)
-    # aiokafka's idempotent producer speaks InitProducerId v0; see README before enabling.
-    producer_idempotence: bool = False
+    # aiokafka's idempotent producer (InitProducerId v0) is accepted by Kafka 4.1: broker-side
+    # retries of an outcome batch then write it once. Turn off for brokers that refuse it.
+    producer_idempotence: bool = True
 
     # Rules
     rules_file: Path = Path("examples/rules.yaml")

@@ -7,6 +7,8 @@ random source; these stand in for all four.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +32,7 @@ BASE_URL = "https://eu.api.capillarytech.com"
 PROMOTION = PromotionRef(program_id=2714, promotion_id=202779)
 TARGET = TargetRef(target_group_id=12, target_id=34)
 PASSWORD = "server123"
-OAUTH_SECRET = "s3cr3t-oauth-value"  # noqa: S105 - a test credential
+OAUTH_SECRET = "s3cr3t-oauth-value"
 
 
 class FakeClock:
@@ -51,6 +53,59 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class VirtualClock(FakeClock):
+    """Virtual time for concurrent tests: sleepers wake in time order, only once all is idle.
+
+    `run(awaitable)` drives the test: whenever no task can make progress, time jumps to the
+    earliest sleeper's wake-up. Unlike FakeClock, concurrent sleeps overlap as they would in
+    real time.
+    """
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        super().__init__(start)
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + seconds, next(self._order), wake))
+        await wake
+
+    async def _settle(self, task: asyncio.Future[Any]) -> None:
+        # Everything here resolves without real I/O, so a burst of yields lets every ready
+        # task run until it blocks on a sleeper, a lock or an event.
+        for _ in range(200):
+            if task.done():
+                return
+            await asyncio.sleep(0)
+
+    async def run(self, awaitable: Awaitable[Any]) -> Any:
+        """Await `awaitable`, advancing virtual time whenever everything is blocked."""
+        task = asyncio.ensure_future(awaitable)
+        idle_rounds = 0
+        while not task.done():
+            await self._settle(task)
+            if task.done():
+                break
+            while self._sleepers and self._sleepers[0][2].cancelled():
+                heapq.heappop(self._sleepers)
+            if not self._sleepers:
+                idle_rounds += 1
+                if idle_rounds > 50:
+                    task.cancel()
+                    raise RuntimeError("deadlock: every task waits and no one sleeps")
+                continue
+            idle_rounds = 0
+            wake_at, _, wake = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake_at)
+            wake.set_result(None)
+        return task.result()
 
 
 def command(

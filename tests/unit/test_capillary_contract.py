@@ -369,9 +369,7 @@ CASES: list[tuple[str, str, list[Command], str, dict[str, Any]]] = [
         REVOKE_EARN_IDS,
         [
             _cmd(Action.REVOKE_EARN, "423927848", P2714_1D9, source="instore", earn_ids=(959,)),
-            _cmd(
-                Action.REVOKE_EARN, "423927855", P2714_1D9, source="instore", earn_ids=(960, 963)
-            ),
+            _cmd(Action.REVOKE_EARN, "423927855", P2714_1D9, source="instore", earn_ids=(960, 963)),
             _cmd(Action.REVOKE_EARN, "423927856", P2714_1D9, source="instore"),
         ],
         "/v2/promotion/bulk/revokeEnrolAndEarn",
@@ -694,7 +692,7 @@ async def test_request_level_example_applies_to_every_customer() -> None:
 
 
 async def test_revoke_enrol_example_issual_id_is_the_revoked_one() -> None:
-    """The REVOKE_ENROL example names the revoked issual `issualId`: it becomes revoked_issual_id."""
+    """The REVOKE_ENROL example calls the revoked issual `issualId`: it is revoked_issual_id."""
     cmd = command(0, action=Action.REVOKE_ENROL, value="423926199")
     client, _, _ = make_client(_replying(REVOKE_ENROL_RESPONSE_WITH_ISSUAL_ID))
     async with client:

@@ -18,8 +18,23 @@ import cel
 
 ROOT_VARIABLE: Final = "event"
 
-# Namespaces the native library resolves as if they were variables (`optional.of(x)`).
-_NAMESPACES: Final = frozenset({"optional"})
+# Names the native library resolves that look like variables: the `optional` namespace
+# (`optional.of(x)`) and type values (`type(x) == int`).
+_NAMESPACES: Final = frozenset(
+    {
+        "optional",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bytes",
+        "bool",
+        "list",
+        "map",
+        "null_type",
+        "type",
+    }
+)
 
 # The functions cel-rust provides natively (the cel.stdlib Python extras are not registered:
 # they would run as Python callbacks on the hot path). Checked against the library by a test.

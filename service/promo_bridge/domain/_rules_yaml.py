@@ -324,19 +324,31 @@ class _Reader:
         if not node.value:
             self.error(node, "rules: the list is empty")
             return ()
-        found: list[RuleDef] = []
-        names: dict[str, int] = {}
-        for position, item in enumerate(node.value, start=1):
-            rule = self.rule(position, item, promotions, targets, preference)
-            if rule is None:
+        self.duplicate_names(node)
+        found = (
+            self.rule(position, item, promotions, targets, preference)
+            for position, item in enumerate(node.value, start=1)
+        )
+        return tuple(rule for rule in found if rule is not None)
+
+    def duplicate_names(self, node: yaml.SequenceNode) -> None:
+        # Checked apart from the rules themselves, so that a duplicate is reported even when
+        # one of the two rules has other problems too.
+        first_line: dict[str, int] = {}
+        for item in node.value:
+            if not isinstance(item, yaml.MappingNode):
                 continue
-            if rule.name in names:
-                first = names[rule.name]
-                self.error(item, f"duplicate rule name (first on line {first})", rule.name)
-                continue
-            names[rule.name] = rule.line
-            found.append(rule)
-        return tuple(found)
+            for key_node, value_node in item.value:
+                if getattr(key_node, "value", None) != "name":
+                    continue
+                name = self.scalar(value_node)
+                if not isinstance(name, str):
+                    continue
+                if name in first_line:
+                    message = f"duplicate rule name (first on line {first_line[name]})"
+                    self.error(item, message, name)
+                else:
+                    first_line[name] = _line(item)
 
     def rule(
         self,

@@ -39,6 +39,7 @@ class ConsumerLoopConfig:
     error_backoff_max_s: float = 30.0
     # /readyz turns false when no fetch has succeeded for this long.
     broker_stale_s: float = 30.0
+    broker_probe_interval_s: float = 5.0
 
 
 class ConsumerLoop:
@@ -61,6 +62,7 @@ class ConsumerLoop:
         self._last_commit = clock()
         self._last_fetch_ok: float | None = None
         self._backpressure = False
+        self._auth_paused = False
         self._paused: set[TopicPartition] = set()
         self._commit_lock = asyncio.Lock()
 
@@ -87,6 +89,29 @@ class ConsumerLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; then return without draining (the runtime drains)."""
         self._consumer.subscribe(list(self._config.topics), listener=_Rebalance(self))
+        probe = asyncio.create_task(self._probe_broker(stop), name="broker-probe")
+        try:
+            await self._consume(stop)
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+
+    async def _probe_broker(self, stop: asyncio.Event) -> None:
+        # getmany() answers empty rather than failing while the broker is away, and paused
+        # partitions fetch nothing: a metadata round trip is what tells readiness the truth.
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(
+                    self._consumer.topics(), self._config.broker_probe_interval_s
+                )
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("kafka_broker_unreachable", error=repr(exc))
+            else:
+                self._last_fetch_ok = self._clock()
+            await _wait_or_stop(stop, self._config.broker_probe_interval_s)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         backoff_s = self._config.error_backoff_initial_s
         while not stop.is_set():
             self._apply_flow_control()
@@ -101,8 +126,12 @@ class ConsumerLoop:
                 backoff_s = min(backoff_s * 2, self._config.error_backoff_max_s)
                 continue
             backoff_s = self._config.error_backoff_initial_s
-            self._last_fetch_ok = self._clock()
+            if fetched:
+                self._last_fetch_ok = self._clock()
             for tp, messages in fetched.items():
+                if messages:
+                    # Until this instance commits, the lag counts from where the group was.
+                    self._committed.setdefault(tp, messages[0].offset)
                 self._pipeline.accept(
                     InputRecord(
                         topic=tp.topic,
@@ -123,12 +152,20 @@ class ConsumerLoop:
         pending = self._pipeline.pending
         if not self._backpressure and pending >= self._config.max_pending:
             self._backpressure = True
+            self._metrics.partition_pauses.labels("backpressure").inc()
             log.info("backpressure_pause", pending=pending)
         elif self._backpressure and pending < self._config.resume_below:
             self._backpressure = False
             log.info("backpressure_resume", pending=pending)
+        auth_failed = self._pipeline.auth_failed
+        if auth_failed and not self._auth_paused:
+            self._metrics.partition_pauses.labels("auth").inc()
+            log.warning("auth_pause", pending=pending)
+        elif self._auth_paused and not auth_failed:
+            log.info("auth_resume", pending=pending)
+        self._auth_paused = auth_failed
         assignment = self._consumer.assignment()
-        want_paused = self._backpressure or self._pipeline.auth_failed
+        want_paused = self._backpressure or auth_failed
         if want_paused:
             to_pause = assignment - self._paused
             if to_pause:
@@ -145,7 +182,10 @@ class ConsumerLoop:
             self._last_commit = self._clock()
             offsets = self._pipeline.committable()
             if not offsets:
-                self._metrics.committed()
+                # Idle and fully committed is not a stuck commit; a watermark held by a
+                # pending event is, so seconds_since_last_commit keeps growing then.
+                if self._pipeline.pending == 0:
+                    self._metrics.up_to_date()
                 return
             assignment = self._consumer.assignment()
             to_commit = {

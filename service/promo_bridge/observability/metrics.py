@@ -140,6 +140,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.partition_pauses = Counter(
+            "partition_pauses_total",
+            "Times consumption of the assigned partitions was paused, by reason"
+            " (backpressure: pending commands above the bound; auth: credentials refused).",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.auth_paused = Gauge(
             "auth_paused",
             "1 while consumption is paused because Capillary refuses the credentials.",
@@ -171,6 +179,10 @@ class Metrics:
     def committed(self, clock: Callable[[], float] = time.monotonic) -> None:
         """Record a successful commit."""
         self.commits.inc()
+        self._last_commit_monotonic = clock()
+
+    def up_to_date(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """Nothing is pending and nothing is left to commit: not a stuck commit."""
         self._last_commit_monotonic = clock()
 
     def _since_commit(self) -> float:

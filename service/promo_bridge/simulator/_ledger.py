@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 # Ledger actions: the bulkAction names, plus one for each endpoint that carries none.
@@ -36,11 +36,12 @@ class Subject:
     id: int  # promotion id, or target id
     promo_identifier: str | None = None
     name: str | None = None
+    # Stable text key, e.g. ``promotion:2714/202779`` or ``target:12/34``; computed once
+    # because the ledger indexes every effect by it.
+    key: str = field(init=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Stable text key, e.g. ``promotion:2714/202779`` or ``target:12/34``."""
-        return f"{self.kind}:{self.parent_id}/{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.kind}:{self.parent_id}/{self.id}")
 
     def matches(self, ref: Ref) -> bool:
         """Whether ``ref`` names this subject."""
@@ -100,7 +101,9 @@ class Ledger:
     def __init__(self, max_entries: int | None = 1_000_000) -> None:
         self._lock = threading.Lock()
         self._entries: deque[LedgerEntry] = deque(maxlen=max_entries)
-        self._by_customer: dict[int, Counter[tuple[Subject, str]]] = {}
+        # customer -> (subject key, action) -> effects; plain dicts: this is the hot path.
+        self._by_customer: dict[int, dict[tuple[str, str], int]] = {}
+        self._subjects: dict[str, Subject] = {}
         self._totals: Counter[str] = Counter()
         self._seq = 0
 
@@ -137,7 +140,12 @@ class Ledger:
                 repeat=repeat,
             )
             self._entries.append(entry)
-            self._by_customer.setdefault(customer_id, Counter())[(subject, action)] += 1
+            counts = self._by_customer.get(customer_id)
+            if counts is None:
+                counts = self._by_customer[customer_id] = {}
+            key = (subject.key, action)
+            counts[key] = counts.get(key, 0) + 1
+            self._subjects.setdefault(subject.key, subject)
             self._totals[action] += 1
             return entry
 
@@ -154,12 +162,12 @@ class Ledger:
             if customer_id is None:
                 counters = list(self._by_customer.values())
             else:
-                counters = [self._by_customer.get(customer_id, Counter())]
+                counters = [self._by_customer.get(customer_id, {})]
             return sum(
                 n
                 for counter in counters
-                for (subject, act), n in counter.items()
-                if _matches(subject, act, promotion, target, action)
+                for (key, act), n in counter.items()
+                if _matches(self._subjects[key], act, promotion, target, action)
             )
 
     def total(self, action: str | None = None) -> int:
@@ -196,9 +204,9 @@ class Ledger:
         """
         with self._lock:
             return {
-                (customer, subject.key, act): n
+                (customer, key, act): n
                 for customer, counter in self._by_customer.items()
-                for (subject, act), n in counter.items()
+                for (key, act), n in counter.items()
                 if n > 1 and (action is None or act == action)
             }
 
@@ -207,6 +215,7 @@ class Ledger:
         with self._lock:
             self._entries.clear()
             self._by_customer.clear()
+            self._subjects.clear()
             self._totals.clear()
             self._seq = 0
 

@@ -99,7 +99,10 @@ class Simulator:
         self._auth = Authenticator(self._initial_credentials, clock)
         self._injector = FaultInjector(self._initial_faults, monotonic)
         self._auth.force_expiries(self._initial_faults.expired_tokens)
-        self._closing = asyncio.Event()
+        # One event per held request, created in the loop that serves it: a simulator may be
+        # driven from several event loops over its life (one per test), an Event from one.
+        self._held: set[asyncio.Event] = set()
+        self._stopping = False
         self._state = OrgState(self.catalogue)
         self._bulk = BulkEndpoints(
             self._state, self.ledger, self.options, self._injector.entry_fails
@@ -211,11 +214,13 @@ class Simulator:
 
     def begin_shutdown(self) -> None:
         """Cut short held requests (timeout faults) so the server can stop promptly."""
-        self._closing.set()
+        self._stopping = True
+        for event in self._held:
+            event.set()
 
     def end_shutdown(self) -> None:
         """Allow held requests again (the simulator is being served anew)."""
-        self._closing = asyncio.Event()
+        self._stopping = False
 
     # -- the app --------------------------------------------------------------------------------
 
@@ -436,16 +441,24 @@ class Simulator:
         """Wait ``seconds``; False when the client hung up or the server is stopping first."""
         delay = asyncio.ensure_future(asyncio.sleep(seconds))
         disconnect = asyncio.ensure_future(_wait_disconnect(request))
-        closing = asyncio.ensure_future(self._closing.wait())
+        released = asyncio.Event()
+        if self._stopping:
+            released.set()
+        self._held.add(released)
+        closing = asyncio.ensure_future(released.wait())
+        tasks = (delay, disconnect, closing)
         try:
-            await asyncio.wait({delay, disconnect, closing}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            # Decided before cancelling: a cancelled task also counts as done.
+            outwaited = delay in done and disconnect not in done and closing not in done
         finally:
-            for task in (delay, disconnect, closing):
+            for task in tasks:
                 task.cancel()
-            for task in (delay, disconnect, closing):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        return delay.done() and not delay.cancelled() and not disconnect.done()
+            self._held.discard(released)
+        return outwaited
 
 
 async def _wait_disconnect(request: Request) -> None:

@@ -1,0 +1,204 @@
+"""The pipeline engine with fakes at its edges: records in, outcomes out, watermark forward."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from harness import RULES_ENROL_BIG_SPENDERS, order_placed
+from promo_bridge.capillary import ApiUnavailable, AuthenticationFailed, UnavailableReason
+from promo_bridge.domain.batcher import MicroBatcher
+from promo_bridge.domain.commands import Batch
+from promo_bridge.domain.dead_letters import DeadLetterRecord
+from promo_bridge.domain.offsets import OffsetTracker
+from promo_bridge.domain.outcomes import CommandResult, OutcomeRecord, OutcomeStatus
+from promo_bridge.domain.rules import RuleSet
+from promo_bridge.observability.metrics import Metrics
+from promo_bridge.pipeline import InputRecord, Pipeline, PipelineConfig
+
+TOPIC = "orders"
+
+
+class FakeSender:
+    """Answers every command `applied`, unless a scripted failure is queued."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.failures: list[Callable[[Batch], Exception]] = []
+
+    async def send(self, batch: Batch) -> list[CommandResult]:
+        self.batches.append(batch)
+        if self.failures:
+            raise self.failures.pop(0)(batch)
+        return [
+            CommandResult(c.command_id, OutcomeStatus.APPLIED, batch_id=batch.batch_id)
+            for c in batch.commands
+        ]
+
+
+class FakeSink:
+    """Collects what would be published."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[OutcomeRecord] = []
+        self.letters: list[DeadLetterRecord] = []
+
+    async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> None:
+        self.outcomes.extend(records)
+
+    async def publish_dead_letter(
+        self, record: DeadLetterRecord, *, key: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        self.letters.append(record)
+
+
+def record(offset: int, event: dict[str, Any] | bytes) -> InputRecord:
+    value = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return InputRecord(TOPIC, 0, offset, b"k", value, (("h", b"v"),), 1)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def sender() -> FakeSender:
+    return FakeSender()
+
+
+@pytest.fixture
+def sink() -> FakeSink:
+    return FakeSink()
+
+
+@pytest.fixture
+async def pipeline(sender: FakeSender, sink: FakeSink) -> AsyncIterator[Pipeline]:
+    engine = Pipeline(
+        rules=RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS),
+        batcher=MicroBatcher(window_ms=0),
+        tracker=OffsetTracker(),
+        sender=sender,
+        sink=sink,
+        metrics=Metrics(),
+        config=PipelineConfig(unavailable_retry_s=0.01, publish_retry_s=0.01),
+    )
+    task = asyncio.create_task(engine.run_dispatcher())
+    yield engine
+    task.cancel()
+    await engine.aclose()
+
+
+async def test_outcomes_move_the_watermark(pipeline: Pipeline, sink: FakeSink) -> None:
+    """Each command's outcome is published and the offset after the last event is committable."""
+    pipeline.accept([record(0, order_placed("1", 6000.0)), record(1, order_placed("2", 9000.0))])
+    await until(lambda: len(sink.outcomes) == 2)
+    assert {o.identifier_value for o in sink.outcomes} == {"1", "2"}
+    assert pipeline.committable() == {(TOPIC, 0): 2}
+    assert pipeline.pending == 0
+
+
+async def test_event_without_commands_completes_at_once(pipeline: Pipeline, sink: FakeSink) -> None:
+    """An event no rule matches moves the watermark without any call."""
+    pipeline.accept([record(0, order_placed("1", 10.0))])
+    assert pipeline.committable() == {(TOPIC, 0): 1}
+    assert sink.outcomes == []
+
+
+async def test_poison_goes_to_dlq_and_offset_advances(pipeline: Pipeline, sink: FakeSink) -> None:
+    """An undecodable record becomes one DLQ record with its reason and position."""
+    pipeline.accept([record(0, b"{not json"), record(1, order_placed("1", 6000.0))])
+    await until(lambda: len(sink.letters) == 1 and len(sink.outcomes) == 1)
+    letter = sink.letters[0]
+    assert letter.source_offset == 0
+    assert letter.value_text == "{not json"
+    assert "JSON" in letter.reason
+    assert pipeline.committable() == {(TOPIC, 0): 2}
+
+
+async def test_unavailable_keeps_pending_and_publishes_completed(
+    pipeline: Pipeline, sender: FakeSender, sink: FakeSink
+) -> None:
+    """Settled results are published, the rest is resent later; nothing is marked failed."""
+
+    def partial(batch: Batch) -> Exception:
+        first, *rest = batch.commands
+        done = CommandResult(first.command_id, OutcomeStatus.APPLIED)
+        return ApiUnavailable(
+            "down", reason=UnavailableReason.SERVER_ERROR, completed=[done], pending=rest
+        )
+
+    sender.failures.append(partial)
+    pipeline.accept([record(i, order_placed(str(i), 6000.0)) for i in range(3)])
+    await until(lambda: len(sink.outcomes) == 3)
+    assert len(sender.batches) == 2
+    assert len(sender.batches[1].commands) == 2
+    assert {o.status for o in sink.outcomes} == {OutcomeStatus.APPLIED}
+    assert len({o.command_id for o in sink.outcomes}) == 3
+
+
+async def test_auth_failure_pauses_then_recovers(
+    pipeline: Pipeline, sender: FakeSender, sink: FakeSink
+) -> None:
+    """Refused credentials flag the pipeline and keep the batch; the next success clears it."""
+    seen: list[bool] = []
+    sender.failures.append(lambda batch: AuthenticationFailed("no", pending=batch.commands))
+    pipeline.accept([record(0, order_placed("1", 6000.0))])
+    await until(lambda: pipeline.auth_failed or bool(sink.outcomes))
+    seen.append(pipeline.auth_failed)
+    await until(lambda: len(sink.outcomes) == 1)
+    assert seen == [True]
+    assert not pipeline.auth_failed
+    assert sink.outcomes[0].status is OutcomeStatus.APPLIED
+
+
+async def test_redelivered_event_is_sent_once(
+    pipeline: Pipeline, sender: FakeSender, sink: FakeSink
+) -> None:
+    """The same event twice while pending makes one call and one outcome."""
+    event = order_placed("1", 6000.0)
+    pipeline.accept([record(0, event), record(1, event)])
+    await until(lambda: len(sink.outcomes) == 1)
+    await until(lambda: pipeline.committable() == {(TOPIC, 0): 2})
+    assert sum(len(b.commands) for b in sender.batches) == 1
+
+
+async def test_drain_finishes_everything(sender: FakeSender, sink: FakeSink) -> None:
+    """drain() flushes buckets whose window has not expired and waits for their outcomes."""
+    engine = Pipeline(
+        rules=RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS),
+        batcher=MicroBatcher(window_ms=3_600_000),
+        tracker=OffsetTracker(),
+        sender=sender,
+        sink=sink,
+        metrics=Metrics(),
+    )
+    engine.accept([record(i, order_placed(str(i), 6000.0)) for i in range(5)])
+    assert await engine.drain(None, timeout_s=5)
+    assert len(sink.outcomes) == 5
+    assert [b.reason for b in sender.batches] == ["flush"]
+    assert engine.committable() == {(TOPIC, 0): 5}
+
+
+async def test_redelivered_copy_waits_for_the_original(sender: FakeSender, sink: FakeSink) -> None:
+    """A copy read while the original is still pending completes only with the original."""
+    engine = Pipeline(
+        rules=RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS),
+        batcher=MicroBatcher(window_ms=3_600_000),
+        tracker=OffsetTracker(),
+        sender=sender,
+        sink=sink,
+        metrics=Metrics(),
+    )
+    event = order_placed("1", 6000.0)
+    engine.accept([record(0, event)])
+    engine.accept([InputRecord("orders", 1, 7, b"k", json.dumps(event).encode())])
+    assert engine.committable() == {}
+    assert await engine.drain(None, timeout_s=5)
+    assert len(sink.outcomes) == 1
+    assert engine.committable() == {(TOPIC, 0): 1, (TOPIC, 1): 8}
