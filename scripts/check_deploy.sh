@@ -208,7 +208,7 @@ refuse "an API budget smaller than the replica count" "orgCallsPerMinute (1)" \
     --set capillary.orgCallsPerMinute=1
 refuse "a bad security protocol" "securityProtocol" --set kafka.securityProtocol=TLS
 
-step "every PROMO_BRIDGE_* setting can be set from values"
+step "chart env matches settings.py: every setting reachable, same defaults"
 {
     for values in "${CI_VALUES[@]}"; do
         helm template promo-bridge "$CHART" -f "$values"
@@ -218,22 +218,56 @@ step "every PROMO_BRIDGE_* setting can be set from values"
     helm template promo-bridge "$CHART" -f "$CHART/ci/minimal-values.yaml" \
         --set capillary.auth=oauth
 } >"$WORK/all-renders.yaml"
-"$PY" - "$WORK/all-renders.yaml" <<'EOF'
+helm template promo-bridge "$CHART" -f "$CHART/ci/minimal-values.yaml" >"$WORK/minimal.yaml"
+"$PY" - "$WORK/all-renders.yaml" "$WORK/minimal.yaml" <<'EOF'
+import os
 import sys
 import yaml
 from promo_bridge.settings import ENV_PREFIX, Settings
 
+def env_of(path):
+    """name -> literal value (None when Secret-backed) over every Deployment container."""
+    env = {}
+    for doc in yaml.safe_load_all(open(path)):
+        if doc and doc.get("kind") == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                env |= {e["name"]: e.get("value") for e in container.get("env", [])}
+    return env
+
 expected = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-rendered = set()
-for doc in yaml.safe_load_all(open(sys.argv[1])):
-    if doc and doc.get("kind") == "Deployment":
-        for container in doc["spec"]["template"]["spec"]["containers"]:
-            rendered |= {env["name"] for env in container.get("env", [])}
+rendered = set(env_of(sys.argv[1]))
 missing = sorted(expected - rendered)
 unknown = sorted(name for name in rendered - expected if name.startswith(ENV_PREFIX))
 if missing or unknown:
     sys.exit(f"chart env drifted from settings.py: missing {missing}, unknown {unknown}")
 print(f"all {len(expected)} settings reachable from values")
+
+# The chart's defaults must mean what the service's defaults mean, except where a cluster
+# needs something else on purpose.
+ON_PURPOSE = {"kafka_bootstrap_servers", "capillary_base_url", "rules_file", "http_host"}
+required = {
+    ENV_PREFIX + "RULES_FILE": "examples/rules.yaml",
+    ENV_PREFIX + "CAPILLARY_TILL_CODE": "till",
+    ENV_PREFIX + "CAPILLARY_PASSWORD": "secret",
+}
+
+def settings_from(env):
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+        del os.environ[name]
+    os.environ.update(env)
+    return Settings()
+
+chart_env = {k: v for k, v in env_of(sys.argv[2]).items() if v is not None}
+chart = settings_from(chart_env | required)
+service = settings_from(required)
+differ = sorted(
+    f"{name}: chart {getattr(chart, name)!r}, service {getattr(service, name)!r}"
+    for name in Settings.model_fields
+    if name not in ON_PURPOSE and getattr(chart, name) != getattr(service, name)
+)
+if differ:
+    sys.exit("chart defaults differ from settings.py:\n  " + "\n  ".join(differ))
+print("chart defaults equal the service's defaults")
 EOF
 
 step "promtool: alert rules and their unit tests"

@@ -164,6 +164,8 @@ def main() -> int:
             "PROMO_BRIDGE_CAPILLARY_PASSWORD": "server123",
             "PROMO_BRIDGE_HTTP_PORT": str(ops_port),
             "PROMO_BRIDGE_BATCH_WINDOW_MS": "300",
+            # The simulator's (invented) "not enrolled in the target" answer to unEnroll.
+            "PROMO_BRIDGE_CAPILLARY_UNENROLL_NOT_ENROLLED_CODES": "310120",
         }
         svc_log = (logs / "service.log").open("wb")
         service = subprocess.Popen(

@@ -149,7 +149,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 @dataclass(slots=True)
-class _Replay:
+class ReplayRun:
     """What a dry run saw, for printing."""
 
     lines: int = 0
@@ -180,11 +180,11 @@ def run_replay(args: argparse.Namespace) -> int:
     return 1 if replay.refused else 0
 
 
-def simulate(rules: RuleSet, text: str, topic: str, window_ms: int, interval_ms: int) -> _Replay:
+def simulate(rules: RuleSet, text: str, topic: str, window_ms: int, interval_ms: int) -> ReplayRun:
     """Run JSON lines through rules and batcher on a simulated clock; nothing leaves."""
     counter = itertools.count(1)
     batcher = MicroBatcher(window_ms=window_ms, id_factory=lambda: f"b{next(counter)}")
-    replay = _Replay()
+    replay = ReplayRun()
     now: float | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -227,7 +227,7 @@ def _arrival(event: Event, previous: float | None, interval_ms: int) -> float:
     return at if previous is None else max(at, previous)
 
 
-def _advance(batcher: MicroBatcher, until: float, replay: _Replay) -> None:
+def _advance(batcher: MicroBatcher, until: float, replay: ReplayRun) -> None:
     """Run the clock from deadline to deadline up to `until`, as the runtime's timer would."""
     while (deadline := batcher.next_deadline()) is not None and deadline <= until:
         _send_due(batcher, deadline, replay)
@@ -235,7 +235,7 @@ def _advance(batcher: MicroBatcher, until: float, replay: _Replay) -> None:
         _send_due(batcher, until, replay)
 
 
-def _send_due(batcher: MicroBatcher, now: float, replay: _Replay) -> None:
+def _send_due(batcher: MicroBatcher, now: float, replay: ReplayRun) -> None:
     # Completing a head can make the lane's next command due at once: repeat until quiet.
     while batches := batcher.ready(now):
         for batch in batches:
@@ -243,11 +243,11 @@ def _send_due(batcher: MicroBatcher, now: float, replay: _Replay) -> None:
             batcher.complete(batch)
 
 
-def _relative(replay: _Replay, at: float) -> float:
+def _relative(replay: ReplayRun, at: float) -> float:
     return round(at - (replay.start or 0.0), 3)
 
 
-def _replay_dict(replay: _Replay) -> dict[str, Any]:
+def _replay_dict(replay: ReplayRun) -> dict[str, Any]:
     line_of = {command.command_id: number for number, command in replay.commands}
     return {
         "events": replay.lines,
@@ -296,7 +296,7 @@ def _replay_dict(replay: _Replay) -> dict[str, Any]:
     }
 
 
-def _replay_table(replay: _Replay) -> str:
+def _replay_table(replay: ReplayRun) -> str:
     summary = (
         f"events: {replay.lines} ({len(replay.refused)} refused); "
         f"commands: {len(replay.commands)} ({_plural(len(replay.duplicates), 'duplicate')}"

@@ -19,6 +19,7 @@ from promo_bridge.domain.outcomes import CommandResult, OutcomeRecord, OutcomeSt
 from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.pipeline import InputRecord, Pipeline, PipelineConfig
+from runtime_support import wait_until
 
 TOPIC = "orders"
 
@@ -62,9 +63,7 @@ def record(offset: int, event: dict[str, Any] | bytes) -> InputRecord:
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.005)
+    await wait_until(condition, timeout_s=timeout_s, what="pipeline condition", interval_s=0.005)
 
 
 @pytest.fixture
@@ -146,13 +145,19 @@ async def test_auth_failure_pauses_then_recovers(
     pipeline: Pipeline, sender: FakeSender, sink: FakeSink
 ) -> None:
     """Refused credentials flag the pipeline and keep the batch; the next success clears it."""
-    seen: list[bool] = []
+    flagged_at_resend: list[bool] = []
+    answer = sender.send
+
+    async def observing_send(batch: Batch) -> list[CommandResult]:
+        if sender.batches:
+            flagged_at_resend.append(pipeline.auth_failed)
+        return await answer(batch)
+
+    sender.send = observing_send  # type: ignore[method-assign]
     sender.failures.append(lambda batch: AuthenticationFailed("no", pending=batch.commands))
     pipeline.accept([record(0, order_placed("1", 6000.0))])
-    await until(lambda: pipeline.auth_failed or bool(sink.outcomes))
-    seen.append(pipeline.auth_failed)
     await until(lambda: len(sink.outcomes) == 1)
-    assert seen == [True]
+    assert flagged_at_resend == [True]
     assert not pipeline.auth_failed
     assert sink.outcomes[0].status is OutcomeStatus.APPLIED
 

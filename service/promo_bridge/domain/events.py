@@ -56,6 +56,8 @@ _PAYLOAD_CONFIG = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=T
 class Money(BaseModel):
     """An amount in a currency; the amount is a decimal, never a binary float."""
 
+    # Amounts sent as JSON strings are exact. pydantic reads JSON numbers through a float64, so
+    # a numeric amount keeps about 15 significant digits: plenty for prices, not beyond.
     model_config = _PAYLOAD_CONFIG
 
     amount: Decimal = Field(allow_inf_nan=False)
