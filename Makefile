@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck unit integration kafka-fetch bench clean
+.PHONY: venv run test lint typecheck unit integration kafka-fetch bench schemas deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: venv kafka-fetch lint typecheck ## the whole suite: lint, types, unit, int
 
 bench: venv
 	$(PY) bench/bench_pipeline.py
+
+schemas: venv ## regenerate schemas/ from the pydantic models
+	$(PY) scripts/gen_schemas.py
+
+deploy-check: venv ## lint Dockerfile, chart, alerts, dashboard, metrics (pinned tools, cached)
+	bash scripts/check_deploy.sh
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -278,6 +278,11 @@ step "promtool check metrics: the service's exposition"
 "$PY" scripts/scrape_metrics.py >"$WORK/metrics.txt"
 "$PROMTOOL" check metrics <"$WORK/metrics.txt"
 echo "$(grep -c '^# TYPE' "$WORK/metrics.txt") series lint clean"
+# A live scrape kept by the integration tests (tests/runtime_support.py) when .ci/run set it.
+if [[ -n "${PROMO_BRIDGE_TEST_SCRAPE_FILE:-}" && -s "${PROMO_BRIDGE_TEST_SCRAPE_FILE}" ]]; then
+    "$PROMTOOL" check metrics <"$PROMO_BRIDGE_TEST_SCRAPE_FILE"
+    echo "live /metrics scrape from the tests: lint clean"
+fi
 
 step "dashboard and alerts name only real series; dashboard queries parse"
 "$PY" - "$WORK/metrics.txt" "$DASHBOARD" "$ALERTS" "$WORK/dashboard.rules.yaml" <<'EOF'

@@ -152,11 +152,18 @@ def series(samples: Samples, name: str) -> list[dict[str, str]]:
     return [dict(ls) for (n, ls) in samples if n == name]
 
 
+SCRAPE_FILE_ENV = "PROMO_BRIDGE_TEST_SCRAPE_FILE"
+
+
 async def scrape(port: int) -> Samples:
     """GET /metrics on the ops port and parse it."""
     async with httpx.AsyncClient(timeout=5) as client:
         response = await client.get(f"http://127.0.0.1:{port}/metrics")
     response.raise_for_status()
+    # CI lints a real scrape with `promtool check metrics` (scripts/check_deploy.sh).
+    keep = os.environ.get(SCRAPE_FILE_ENV)
+    if keep:
+        await asyncio.to_thread(Path(keep).write_text, response.text)
     return parse_metrics(response.text)
 
 

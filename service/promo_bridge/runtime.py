@@ -13,9 +13,12 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 from promo_bridge.capillary import CapillaryClient
 from promo_bridge.domain.batcher import MicroBatcher
@@ -73,7 +76,12 @@ async def run_service(service: Service, *, install_signals: bool = True) -> None
     settings = service.settings
     if install_signals:
         _install_signal_handlers(service)
-    async with _running(service) as loop:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            loop = await stack.enter_async_context(_running(service))
+        except _StoppedBeforeStartError:
+            log.info("service_stopped_before_start")
+            return
         service.started.set()
         log.info(
             "service_started",
@@ -131,6 +139,7 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
     app = create_ops_app(metrics, service.readiness)
     async with serve_ops(app, settings.http_host, settings.http_port) as port:
         service.ops_port = port
+        await _wait_for_broker(common, service.stop_event)
         await producer.start()
         try:
             await consumer.start()
@@ -142,6 +151,35 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
         finally:
             await asyncio.shield(producer.stop())
             await client.aclose()
+
+
+class _StoppedBeforeStartError(Exception):
+    """A stop was requested while waiting for the broker at start-up."""
+
+
+async def _wait_for_broker(options: dict[str, Any], stop: asyncio.Event) -> None:
+    """Wait until a bootstrap broker answers, with backoff; alive but not ready meanwhile.
+
+    Kubernetes restarts a crashed pod with growing delays and no signal to operators beyond the
+    restart count; waiting here keeps /healthz up and /readyz saying why it is not ready.
+    """
+    delay_s = 0.5
+    while True:
+        client = AIOKafkaClient(**options)
+        try:
+            await client.bootstrap()
+        except KafkaError as exc:
+            log.warning("kafka_unreachable_at_startup", error=repr(exc), retry_in_s=delay_s)
+        else:
+            return
+        finally:
+            await client.close()
+        try:
+            await asyncio.wait_for(stop.wait(), delay_s)
+        except TimeoutError:
+            delay_s = min(delay_s * 2, 30.0)
+        else:
+            raise _StoppedBeforeStartError
 
 
 async def _shutdown(
