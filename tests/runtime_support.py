@@ -25,24 +25,20 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import RULES_ENROL_BIG_SPENDERS
 from promo_bridge.devkit.kafka_tools import ReadRecord, customer_key
 from promo_bridge.domain.rules import command_id
 
 # Enrol big spenders on order.placed, earn on review.submitted: both types travel on ONE topic
 # keyed by customer, so a customer's earn is read after (and must not overtake) their enrol.
-RULES_ENROL_THEN_EARN = """\
-program_id: 2714
-promotions:
-  big-spender: {promotion_id: 202779, type: ENROL_AND_ISSUE}
-rules:
-  - name: enrol-big-spenders
-    on: order.placed
-    when: "event.data.total.amount >= 5000.0"
-    then: [{enrol: big-spender}]
+RULES_ENROL_THEN_EARN = (
+    RULES_ENROL_BIG_SPENDERS
+    + """\
   - name: coupon-for-review
     on: review.submitted
     then: [{earn: big-spender}]
 """
+)
 ENROL_RULE = "enrol-big-spenders"
 EARN_RULE = "coupon-for-review"
 

@@ -107,9 +107,12 @@ class Pipeline:
         self._config = config or PipelineConfig()
         self._clock = clock
         self._wall_clock = wall_clock
-        self._received_at: dict[str, datetime] = {}
+        # Commands the batcher holds (by command_id), with when their event was decoded.
+        self._accepted: dict[str, tuple[Command, datetime]] = {}
         # Positions of redelivered copies of a pending command, completed with the original.
         self._followers: dict[str, list[EventPosition]] = {}
+        # In-flight commands of partitions let go after a drain timed out.
+        self._orphans: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dead_letters_pending = 0
         self._wake = asyncio.Event()
@@ -162,10 +165,10 @@ class Pipeline:
         for command in commands:
             self._metrics.commands.labels(command.action.value, command.subject).inc()
             if self._batcher.add(command, now):
-                self._received_at[command.command_id] = received
+                self._accepted[command.command_id] = (command, received)
                 continue
             self._metrics.commands_deduplicated.inc()
-            if command.command_id in self._received_at:
+            if command.command_id in self._accepted:
                 # The same command is still pending (maybe in flight from before a rebalance):
                 # its outcome covers this copy, so this event completes only with it.
                 self._followers.setdefault(command.command_id, []).append(position)
@@ -278,7 +281,7 @@ class Pipeline:
         records = []
         for result in results:
             command = by_id[result.command_id]
-            received = self._received_at.get(command.command_id, completed_at)
+            received = self._accepted.get(command.command_id, (command, completed_at))[1]
             records.append(
                 outcome_record(command, result, received_at=received, completed_at=completed_at)
             )
@@ -291,8 +294,13 @@ class Pipeline:
             ).inc()
             if record.status is not OutcomeStatus.APPLIED:
                 _log_outcome(record)
-            self._received_at.pop(command.command_id, None)
-            self._tracker.command_done(command.position)
+            self._accepted.pop(command.command_id, None)
+            if command.command_id in self._orphans:
+                # Its partition was let go while it was in flight; the offset it held may be
+                # tracked again (re-assigned here), as a follower of this very command.
+                self._orphans.discard(command.command_id)
+            else:
+                self._tracker.command_done(command.position)
             for follower in self._followers.pop(command.command_id, ()):
                 self._tracker.command_done(follower)
         self._update_pending()
@@ -355,11 +363,18 @@ class Pipeline:
             lambda c: (c.position.topic, c.position.partition) in partition_set
         )
         for command in dropped:
-            self._received_at.pop(command.command_id, None)
+            self._accepted.pop(command.command_id, None)
             # The partition's new owner re-reads and sends the command; copies of it read
             # here from partitions this instance keeps need not wait for that.
             for follower in self._followers.pop(command.command_id, ()):
                 self._tracker.command_done(follower)
+        # What discard() left of those partitions is in flight: its result must not touch
+        # the watermark of an offset that may be tracked again by then.
+        self._orphans.update(
+            command_id
+            for command_id, (command, _) in self._accepted.items()
+            if (command.position.topic, command.position.partition) in partition_set
+        )
         for tp in partition_set:
             self._tracker.forget_partition(tp)
         self._update_pending()

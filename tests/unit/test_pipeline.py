@@ -207,3 +207,56 @@ async def test_redelivered_copy_waits_for_the_original(sender: FakeSender, sink:
     assert await engine.drain(None, timeout_s=5)
     assert len(sink.outcomes) == 1
     assert engine.committable() == {(TOPIC, 0): 1, (TOPIC, 1): 8}
+
+
+TWO_PROMOTIONS = """\
+program_id: 2714
+promotions:
+  big-spender: {promotion_id: 202779, type: ENROL_AND_ISSUE}
+  direct: {promotion_id: 202780, type: DIRECT_ISSUE}
+rules:
+  - name: enrol
+    on: order.placed
+    then: [{enrol: big-spender}]
+  - name: coupon
+    on: order.placed
+    then: [{earn: direct}]
+"""
+
+
+async def test_in_flight_results_after_reassignment_hold_the_offset_until_all_done(
+    sink: FakeSink,
+) -> None:
+    """In-flight calls of a partition let go and re-read complete its offset once all are done."""
+    released: dict[str, asyncio.Event] = {"enrol": asyncio.Event(), "earn": asyncio.Event()}
+
+    class GatedSender(FakeSender):
+        async def send(self, batch: Batch) -> list[CommandResult]:
+            await released[batch.key.action.value].wait()
+            return await super().send(batch)
+
+    engine = Pipeline(
+        rules=RuleSet.from_yaml(TWO_PROMOTIONS),
+        batcher=MicroBatcher(window_ms=0),
+        tracker=OffsetTracker(),
+        sender=GatedSender(),
+        sink=sink,
+        metrics=Metrics(),
+    )
+    task = asyncio.create_task(engine.run_dispatcher())
+    try:
+        event = order_placed("1", 6000.0)
+        engine.accept([record(0, event)])
+        assert not await engine.drain({(TOPIC, 0)}, timeout_s=0.05)
+        engine.forget([(TOPIC, 0)])
+        engine.accept([record(0, event)])
+        released["enrol"].set()
+        await until(lambda: len(sink.outcomes) == 1)
+        assert engine.committable() == {}
+        released["earn"].set()
+        await until(lambda: engine.committable() == {(TOPIC, 0): 1})
+        assert len(sink.outcomes) == 2
+        assert engine.pending == 0
+    finally:
+        task.cancel()
+        await engine.aclose()
