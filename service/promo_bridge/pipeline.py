@@ -333,8 +333,11 @@ class Pipeline:
             return (command.position.topic, command.position.partition) in partitions
 
         while self._incomplete(partitions):
-            for batch in self._batcher.flush_all(self._clock(), where=selected):
-                self._launch(batch)
+            # While the API asked for a pause (outage, Retry-After, refused credentials) a drain
+            # must not hammer it either; what it cannot send stays pending and is re-read.
+            if self._clock() >= self._hold_until:
+                for batch in self._batcher.flush_all(self._clock(), where=selected):
+                    self._launch(batch)
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return False
