@@ -69,7 +69,7 @@ def _table(outcomes: list[ReadRecord]) -> str:
     for record in sorted(outcomes, key=lambda r: (r.json()["event_id"], r.json()["completed_at"])):
         o = record.json()
         if o["status"] in ("applied", "already_applied"):
-            ids = " ".join(
+            parts = [
                 f"{name}={o[key]}"
                 for name, key in (
                     ("issualId", "issual_id"),
@@ -77,9 +77,10 @@ def _table(outcomes: list[ReadRecord]) -> str:
                     ("revokedIssualId", "revoked_issual_id"),
                 )
                 if o.get(key)
-            )
+            ]
             if o.get("revoked_earn_ids"):
-                ids += f" revokedEarnIds={o['revoked_earn_ids']}"
+                parts.append(f"revokedEarnIds={o['revoked_earn_ids']}")
+            ids = " ".join(parts)
         else:
             ids = f"{o.get('error_code')} {o.get('error_class')}: {o.get('error_message')}"
         customer = f"{o['identifier_name']}:{o['identifier_value']}"
