@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -307,11 +307,11 @@ class Pipeline:
         self._wake.set()
         self._signal_progress()
 
-    async def _retry_publish(self, publish: Callable[[], object]) -> None:
+    async def _retry_publish(self, publish: Callable[[], Awaitable[None]]) -> None:
         """Publish until acknowledged: the API call already happened, so it must not repeat."""
         while True:
             try:
-                await publish()  # type: ignore[misc]
+                await publish()
             except Exception:
                 log.exception("publish_failed_retrying")
                 await asyncio.sleep(self._config.publish_retry_s)
@@ -392,8 +392,8 @@ class Pipeline:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -18,7 +18,7 @@ from promo_bridge.domain.offsets import OffsetTracker
 from promo_bridge.domain.outcomes import CommandResult, OutcomeRecord, OutcomeStatus
 from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
-from promo_bridge.pipeline import InputRecord, Pipeline, PipelineConfig
+from promo_bridge.pipeline import CommandSender, InputRecord, Pipeline, PipelineConfig
 from runtime_support import wait_until
 
 TOPIC = "orders"
@@ -66,6 +66,24 @@ async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     await wait_until(condition, timeout_s=timeout_s, what="pipeline condition", interval_s=0.005)
 
 
+def make_pipeline(
+    sender: CommandSender,
+    sink: FakeSink,
+    *,
+    window_ms: int = 0,
+    rules: str = RULES_ENROL_BIG_SPENDERS,
+) -> Pipeline:
+    return Pipeline(
+        rules=RuleSet.from_yaml(rules),
+        batcher=MicroBatcher(window_ms=window_ms),
+        tracker=OffsetTracker(),
+        sender=sender,
+        sink=sink,
+        metrics=Metrics(),
+        config=PipelineConfig(unavailable_retry_s=0.01, publish_retry_s=0.01),
+    )
+
+
 @pytest.fixture
 def sender() -> FakeSender:
     return FakeSender()
@@ -78,15 +96,7 @@ def sink() -> FakeSink:
 
 @pytest.fixture
 async def pipeline(sender: FakeSender, sink: FakeSink) -> AsyncIterator[Pipeline]:
-    engine = Pipeline(
-        rules=RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS),
-        batcher=MicroBatcher(window_ms=0),
-        tracker=OffsetTracker(),
-        sender=sender,
-        sink=sink,
-        metrics=Metrics(),
-        config=PipelineConfig(unavailable_retry_s=0.01, publish_retry_s=0.01),
-    )
+    engine = make_pipeline(sender, sink)
     task = asyncio.create_task(engine.run_dispatcher())
     yield engine
     task.cancel()
@@ -175,14 +185,7 @@ async def test_redelivered_event_is_sent_once(
 
 async def test_drain_finishes_everything(sender: FakeSender, sink: FakeSink) -> None:
     """drain() flushes buckets whose window has not expired and waits for their outcomes."""
-    engine = Pipeline(
-        rules=RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS),
-        batcher=MicroBatcher(window_ms=3_600_000),
-        tracker=OffsetTracker(),
-        sender=sender,
-        sink=sink,
-        metrics=Metrics(),
-    )
+    engine = make_pipeline(sender, sink, window_ms=3_600_000)
     engine.accept([record(i, order_placed(str(i), 6000.0)) for i in range(5)])
     assert await engine.drain(None, timeout_s=5)
     assert len(sink.outcomes) == 5
@@ -192,14 +195,7 @@ async def test_drain_finishes_everything(sender: FakeSender, sink: FakeSink) -> 
 
 async def test_redelivered_copy_waits_for_the_original(sender: FakeSender, sink: FakeSink) -> None:
     """A copy read while the original is still pending completes only with the original."""
-    engine = Pipeline(
-        rules=RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS),
-        batcher=MicroBatcher(window_ms=3_600_000),
-        tracker=OffsetTracker(),
-        sender=sender,
-        sink=sink,
-        metrics=Metrics(),
-    )
+    engine = make_pipeline(sender, sink, window_ms=3_600_000)
     event = order_placed("1", 6000.0)
     engine.accept([record(0, event)])
     engine.accept([InputRecord("orders", 1, 7, b"k", json.dumps(event).encode())])
@@ -235,14 +231,7 @@ async def test_in_flight_results_after_reassignment_hold_the_offset_until_all_do
             await released[batch.key.action.value].wait()
             return await super().send(batch)
 
-    engine = Pipeline(
-        rules=RuleSet.from_yaml(TWO_PROMOTIONS),
-        batcher=MicroBatcher(window_ms=0),
-        tracker=OffsetTracker(),
-        sender=GatedSender(),
-        sink=sink,
-        metrics=Metrics(),
-    )
+    engine = make_pipeline(GatedSender(), sink, rules=TWO_PROMOTIONS)
     task = asyncio.create_task(engine.run_dispatcher())
     try:
         event = order_placed("1", 6000.0)
