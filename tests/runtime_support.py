@@ -24,10 +24,12 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from harness import RULES_ENROL_BIG_SPENDERS
 from promo_bridge.devkit.kafka_tools import ReadRecord, customer_key
 from promo_bridge.domain.rules import command_id
+from promo_bridge.settings import Settings
 
 # Enrol big spenders on order.placed, earn on review.submitted: both types travel on ONE topic
 # keyed by customer, so a customer's earn is read after (and must not overtake) their enrol.
@@ -198,6 +200,20 @@ class OutcomeTally:
 
 
 # -- the service as a child process ---------------------------------------------------------------
+
+
+def child_settings(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The values of an in-process service's Settings, for the same service as a child process.
+
+    Child logs are parsed as JSON, so the log format is left to `service_process`.
+    """
+    values = settings.model_dump(mode="json", exclude_defaults=True, exclude={"log_format"})
+    for name in values:
+        secret = getattr(settings, name)
+        if isinstance(secret, SecretStr):
+            values[name] = secret.get_secret_value()
+    values.update(overrides)
+    return values
 
 
 def service_env(**values: Any) -> dict[str, str]:

@@ -25,6 +25,7 @@ from promo_bridge.simulator import Credentials, Faults, Simulator, serve
 from runtime_support import (
     RULES_ENROL_THEN_EARN,
     OutcomeTally,
+    child_settings,
     encode,
     expected_command_id,
     probe,
@@ -86,22 +87,7 @@ async def test_sigterm_of_one_instance_mid_stream_loses_nothing_and_repeats_noth
     )
     async with serve(sim) as api:
         settings = settings.model_copy(update={"capillary_base_url": api.base_url})
-        async with service_process(
-            tmp_path / "doomed.log",
-            kafka_bootstrap_servers=kafka_bootstrap,
-            group_id=settings.group_id,
-            input_topics=topic,
-            outcomes_topic=settings.outcomes_topic,
-            dlq_topic=settings.dlq_topic,
-            rules_file=rules,
-            capillary_base_url=api.base_url,
-            capillary_till_code="store.server",
-            capillary_password=PASSWORD,
-            capillary_calls_per_minute=100_000,
-            batch_window_ms=300,
-            commit_interval_ms=200,
-            drain_timeout_s=15,
-        ) as doomed:
+        async with service_process(tmp_path / "doomed.log", **child_settings(settings)) as doomed:
 
             async def doomed_assigned() -> bool:
                 status, body = await probe(doomed.ops_port, "/readyz")

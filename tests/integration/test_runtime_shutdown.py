@@ -20,6 +20,7 @@ from promo_bridge.devkit.kafka_tools import (
 from promo_bridge.simulator import Faults, Simulator, serve
 from runtime_support import (
     OutcomeTally,
+    child_settings,
     expected_command_id,
     scrape,
     service_process,
@@ -57,18 +58,7 @@ async def test_sigterm_with_calls_hanging_exits_within_the_drain_bound_and_a_res
     async with serve(sim) as api:
         settings = settings.model_copy(update={"capillary_base_url": api.base_url})
         async with service_process(
-            tmp_path / "stuck.log",
-            kafka_bootstrap_servers=kafka_bootstrap,
-            group_id=settings.group_id,
-            input_topics=topic,
-            outcomes_topic=settings.outcomes_topic,
-            dlq_topic=settings.dlq_topic,
-            rules_file=rules,
-            capillary_base_url=api.base_url,
-            capillary_till_code="store.server",
-            capillary_password="server123",
-            batch_window_ms=50,
-            drain_timeout_s=DRAIN_TIMEOUT_S,
+            tmp_path / "stuck.log", **child_settings(settings, drain_timeout_s=DRAIN_TIMEOUT_S)
         ) as stuck:
 
             async def in_flight() -> bool:
