@@ -21,11 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import kafka_broker  # noqa: E402
-from promo_bridge.devkit.kafka_tools import (  # noqa: E402
+import kafka_broker
+from kafka_tools import (
     TOPIC_OF_TYPE,
     ReadRecord,
     create_topics,
@@ -36,6 +33,7 @@ from promo_bridge.devkit.kafka_tools import (  # noqa: E402
     wait_caught_up,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / ".run"
 EVENTS = ROOT / "examples" / "events.jsonl"
 RULES = ROOT / "examples" / "rules.yaml"

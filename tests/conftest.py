@@ -1,19 +1,17 @@
-"""Shared fixtures: one real Kafka broker per test session, unique topics per test."""
+"""Shared fixtures: one real Kafka broker per test session, unique topics per test, the rig."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import kafka_broker  # noqa: E402
+import kafka_broker
+from harness import Rig
 
 # Point at a running broker to skip starting one (e.g. while iterating by hand).
 BOOTSTRAP_ENV = "PROMO_BRIDGE_TEST_KAFKA_BOOTSTRAP"
@@ -37,3 +35,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def unique() -> str:
     """A short suffix that keeps topics and groups of one test apart from all others."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def rig(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    """A runtime test's rules, topics and simulator over HTTP: `await rig.prepare(sim, ...)`."""
+    async with contextlib.AsyncExitStack() as exits:
+        yield Rig(kafka_bootstrap, unique, tmp_path, exits)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kafka_tools import create_topics
 from promo_bridge.runtime import Service, build_service, run_service
 from promo_bridge.settings import Settings
+from promo_bridge.simulator import Simulator, serve
 
 RULES_ENROL_BIG_SPENDERS = """\
 program_id: 2714
@@ -83,6 +86,52 @@ def service_settings(
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@dataclass
+class Rig:
+    """One test's topics on the session broker and its simulator over HTTP (the `rig` fixture).
+
+    Everything `prepare` starts stops when the test ends.
+    """
+
+    bootstrap: str
+    unique: str
+    directory: Path
+    exits: contextlib.AsyncExitStack = field(repr=False)
+
+    @property
+    def topic(self) -> str:
+        """The test's input topic."""
+        return f"events-{self.unique}"
+
+    async def prepare(
+        self,
+        sim: Simulator,
+        *,
+        partitions: int,
+        rules: str = RULES_ENROL_BIG_SPENDERS,
+        **overrides: Any,
+    ) -> Settings:
+        """Write `rules`, create the topics, serve `sim`; Settings for a service on all of them.
+
+        The input and outcomes topics get `partitions` partitions, the DLQ one; `overrides` are
+        Settings fields on top of `service_settings`.
+        """
+        api = await self.exits.enter_async_context(serve(sim))
+        settings = service_settings(
+            bootstrap=self.bootstrap,
+            api_url=api.base_url,
+            rules_file=write_rules(self.directory, rules),
+            unique=self.unique,
+            topics=[self.topic],
+            **overrides,
+        )
+        await create_topics(
+            self.bootstrap,
+            {self.topic: partitions, settings.outcomes_topic: partitions, settings.dlq_topic: 1},
+        )
+        return settings
 
 
 @contextlib.asynccontextmanager

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from harness import RULES_ENROL_BIG_SPENDERS
-from promo_bridge.devkit.kafka_tools import ReadRecord, customer_key
+from kafka_tools import ReadRecord, customer_key
 from promo_bridge.domain.rules import command_id
 from promo_bridge.settings import Settings
 
@@ -71,7 +71,7 @@ def expected_command_id(event: Mapping[str, Any]) -> str:
 
 
 def encode(events: Iterable[Mapping[str, Any]], topic: str) -> list[tuple[str, bytes, bytes]]:
-    """(topic, key, value) records keyed by customer, ready for devkit `produce`."""
+    """(topic, key, value) records keyed by customer, ready for kafka_tools `produce`."""
     return [(topic, customer_key(e), json.dumps(e).encode()) for e in events]
 
 

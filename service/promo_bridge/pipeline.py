@@ -1,17 +1,15 @@
-"""The engine between the consumer and the API: records in, outcomes out, offsets forward.
+"""The async shell that runs the flow core: it waits, calls, publishes, and reports.
 
-It owns no Kafka or HTTP object: the consumer hands it records, and it talks to the API and to
-the outcome topic through the two ports below, so tests drive it with fakes and a fake clock.
-
-Every accepted record is tracked by the offset watermark until each of its commands has an
-outcome acknowledged by the broker (or, for an undecodable record, until its DLQ record is).
+Every decision (what to send when, what an answer means, which offset may be committed, when to
+pause) is the core's (`domain/flow.py`); this module owns the tasks and the timers, talks to the
+API and to the outcome topic through the two ports below, and turns what the core did into
+metrics and log lines. It imports neither Kafka nor Capillary code, so tests drive it with fakes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,35 +18,45 @@ from typing import Any, Protocol
 
 import structlog
 
-from promo_bridge.capillary import ApiUnavailable, AuthenticationFailed
-from promo_bridge.domain.batcher import MicroBatcher
-from promo_bridge.domain.commands import Batch, Command, EventPosition
+from promo_bridge.domain.commands import Batch
 from promo_bridge.domain.dead_letters import DeadLetterRecord, dead_letter
-from promo_bridge.domain.events import EventDecodeError, decode_event
-from promo_bridge.domain.offsets import OffsetTracker
+from promo_bridge.domain.flow import (
+    Completion,
+    Flow,
+    InputRecord,
+    Intake,
+    PauseReason,
+    Refusal,
+    TopicPartition,
+)
 from promo_bridge.domain.outcomes import (
-    CommandResult,
+    Delivery,
     ErrorClass,
     OutcomeRecord,
     OutcomeStatus,
     outcome_record,
 )
-from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
+
+__all__ = [
+    "CommandSender",
+    "InputRecord",
+    "Pipeline",
+    "PipelineConfig",
+    "RecordSink",
+]
 
 log = structlog.get_logger(__name__)
 
-TopicPartition = tuple[str, int]
-
 
 class CommandSender(Protocol):
-    """The Capillary client as the pipeline sees it."""
+    """The Capillary API as the engine sees it: a batch in, a `Delivery` out, never raising."""
 
-    async def send(self, batch: Batch) -> list[CommandResult]: ...
+    async def send(self, batch: Batch) -> Delivery: ...
 
 
 class RecordSink(Protocol):
-    """The outcome and DLQ topics as the pipeline sees them; both return once acknowledged."""
+    """The outcome and DLQ topics as the engine sees them; both return once acknowledged."""
 
     async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> None: ...
 
@@ -62,35 +70,19 @@ class RecordSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class InputRecord:
-    """A consumed Kafka record, reduced to what the pipeline needs."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class PipelineConfig:
-    """Timing knobs of the engine."""
+    """Timing knobs of the shell."""
 
-    unavailable_retry_s: float = 5.0
     publish_retry_s: float = 1.0
 
 
 class Pipeline:
-    """Decode, apply rules, batch, call, publish outcomes, and move the offset watermark."""
+    """Runs a `Flow`: intake, dispatch, results, drains (see the module docstring)."""
 
     def __init__(
         self,
         *,
-        rules: RuleSet,
-        batcher: MicroBatcher,
-        tracker: OffsetTracker,
+        flow: Flow,
         sender: CommandSender,
         sink: RecordSink,
         metrics: Metrics,
@@ -98,89 +90,64 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._rules = rules
-        self._batcher = batcher
-        self._tracker = tracker
+        self._flow = flow
         self._sender = sender
         self._sink = sink
         self._metrics = metrics
         self._config = config or PipelineConfig()
         self._clock = clock
         self._wall_clock = wall_clock
-        # Commands the batcher holds (by command_id), with when their event was decoded.
-        self._accepted: dict[str, tuple[Command, datetime]] = {}
-        # Positions of redelivered copies of a pending command, completed with the original.
-        self._followers: dict[str, list[EventPosition]] = {}
-        # In-flight commands of partitions let go after a drain timed out.
-        self._orphans: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dead_letters_pending = 0
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
-        # Dispatching holds until this monotonic time after the API was unavailable.
-        self._hold_until = 0.0
-        self._auth_failed = False
 
     # -- state the runtime reads ----------------------------------------------------------
 
     @property
     def pending(self) -> int:
         """Commands and dead letters accepted and not yet acknowledged on their topic."""
-        return self._batcher.pending_count + self._dead_letters_pending
+        return self._flow.pending
 
     @property
     def auth_failed(self) -> bool:
         """True while Capillary refuses the credentials; cleared by the next successful call."""
-        return self._auth_failed
+        return self._flow.auth_refused
+
+    def pause_reason(self) -> PauseReason | None:
+        """Why the consumer should pause its partitions now (the core decides)."""
+        return self._flow.pause_reason()
 
     # -- intake ---------------------------------------------------------------------------
 
     def accept(self, records: Iterable[InputRecord]) -> None:
         """Take consumed records; never blocks, never drops one."""
-        now = self._clock()
-        received = self._wall_clock()
-        for record in records:
-            self._accept_one(record, now, received)
+        intake = self._flow.accept(records, self._clock(), self._wall_clock())
+        self._report_intake(intake)
+        for refusal in intake.refused:
+            self._spawn(self._send_dead_letter(refusal))
         self._update_pending()
         self._wake.set()
 
-    def _accept_one(self, record: InputRecord, now: float, received: datetime) -> None:
-        position = EventPosition(record.topic, record.partition, record.offset)
-        try:
-            event = decode_event(record.value or b"")
-        except EventDecodeError as exc:
-            self._metrics.decode_failures.labels(record.topic).inc()
-            self._tracker.track(position, 1)
-            self._spawn(self._send_dead_letter(record, position, str(exc)))
-            return
-        self._metrics.events_consumed.labels(record.topic, event.type).inc()
-        verdicts = self._rules.evaluate(event, position)
-        for rule, error in verdicts.errors:
-            self._metrics.rule_errors.labels(rule).inc()
-            log.warning("rule_condition_failed", rule=rule, event_id=event.id, error=error)
-        for rule, skipped in verdicts.skipped:
-            self._metrics.rule_actions_skipped.labels(rule, skipped.reason.value).inc()
-        commands = verdicts.commands
-        self._tracker.track(position, len(commands))
-        for command in commands:
-            self._metrics.commands.labels(command.action.value, command.subject).inc()
-            if self._batcher.add(command, now):
-                self._accepted[command.command_id] = (command, received)
-                continue
-            self._metrics.commands_deduplicated.inc()
-            if command.command_id in self._accepted:
-                # The same command is still pending (maybe in flight from before a rebalance):
-                # its outcome covers this copy, so this event completes only with it.
-                self._followers.setdefault(command.command_id, []).append(position)
-            else:
-                # Completed recently: the outcome is already on the topic.
-                self._tracker.command_done(position)
+    def _report_intake(self, intake: Intake) -> None:
+        metrics = self._metrics
+        for (topic, event_type), count in intake.consumed.items():
+            metrics.events_consumed.labels(topic, event_type).inc(count)
+        for refusal in intake.refused:
+            metrics.decode_failures.labels(refusal.record.topic).inc()
+        for rule, event_id, error in intake.rule_errors:
+            metrics.rule_errors.labels(rule).inc()
+            log.warning("rule_condition_failed", rule=rule, event_id=event_id, error=error)
+        for rule, skipped in intake.skipped:
+            metrics.rule_actions_skipped.labels(rule, skipped.reason.value).inc()
+        for command in intake.commands:
+            metrics.commands.labels(command.action.value, command.subject).inc()
+        if intake.duplicates:
+            metrics.commands_deduplicated.inc(len(intake.duplicates))
 
-    async def _send_dead_letter(
-        self, record: InputRecord, position: EventPosition, reason: str
-    ) -> None:
+    async def _send_dead_letter(self, refusal: Refusal) -> None:
+        record = refusal.record
         letter = dead_letter(
-            reason=reason,
+            reason=refusal.reason,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
@@ -195,33 +162,24 @@ class Pipeline:
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            reason=reason,
+            reason=refusal.reason,
         )
-        self._dead_letters_pending += 1
-        try:
-            await self._retry_publish(
-                lambda: self._sink.publish_dead_letter(
-                    letter, key=record.key, headers=record.headers
-                )
-            )
-        finally:
-            self._dead_letters_pending -= 1
+        await self._retry_publish(
+            lambda: self._sink.publish_dead_letter(letter, key=record.key, headers=record.headers)
+        )
         self._metrics.dlq_records.labels(record.topic).inc()
-        self._tracker.command_done(position)
-        self._signal_progress()
+        self._flow.dead_letter_published(refusal)
+        self._update_pending()
+        self._progress.set()
 
     # -- dispatch -------------------------------------------------------------------------
 
     async def run_dispatcher(self) -> None:
-        """Send every batch the batcher releases; runs until cancelled."""
+        """Send every batch the core releases; runs until cancelled."""
         while True:
-            now = self._clock()
-            if now >= self._hold_until:
-                for batch in self._batcher.ready(now):
-                    self._launch(batch)
-            deadline = self._batcher.next_deadline()
-            if now < self._hold_until:
-                deadline = self._hold_until if deadline is None else min(deadline, self._hold_until)
+            for batch in self._flow.ready(self._clock()):
+                self._launch(batch)
+            deadline = self._flow.next_deadline(self._clock())
             self._wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             with contextlib.suppress(TimeoutError):
@@ -239,73 +197,53 @@ class Pipeline:
         )
         with bound:
             try:
-                results = await self._sender.send(batch)
-            except ApiUnavailable as exc:
-                self._metrics.batches_unavailable.labels(batch.key.endpoint.value).inc()
-                log.warning("api_unavailable", reason=str(exc), pending=len(exc.pending))
-                await self._finish(batch, list(exc.completed))
-                self._requeue(batch, list(exc.pending), hold_s=exc.retry_after)
-                return
-            except AuthenticationFailed as exc:
-                if not self._auth_failed:
-                    log.error("api_authentication_failed", reason=str(exc))  # noqa: TRY400 - no traceback wanted
-                self._auth_failed = True
-                self._metrics.auth_paused.set(1)
-                await self._finish(batch, list(exc.completed))
-                self._requeue(batch, list(exc.pending))
-                return
+                delivery = await self._sender.send(batch)
             except Exception:
                 # A bug or an unforeseen answer must not lose commands: keep them pending.
                 log.exception("batch_send_crashed")
-                self._requeue(batch, list(batch.commands))
-                return
-            if self._auth_failed:
+                delivery = Delivery.unsent(batch, "sender crashed")
+            was_refused = self._flow.auth_refused
+            completions = self._flow.delivered(batch, delivery, self._clock())
+            self._report_delivery(delivery, was_refused=was_refused)
+            if delivery.pending:
+                # The requeued commands are due once the hold ends: the dispatcher re-plans.
+                self._wake.set()
+                self._progress.set()
+            await self._publish(completions)
+
+    def _report_delivery(self, delivery: Delivery, *, was_refused: bool) -> None:
+        refused = self._flow.auth_refused
+        if delivery.auth_refused:
+            if not was_refused:
+                log.error("api_authentication_failed", reason=delivery.detail)
+        elif delivery.pending:
+            log.warning("api_unavailable", reason=delivery.detail, pending=len(delivery.pending))
+        if refused != was_refused:
+            if not refused:
                 log.info("api_authentication_recovered")
-                self._auth_failed = False
-                self._metrics.auth_paused.set(0)
-            await self._finish(batch, results)
+            self._metrics.auth_paused.set(1 if refused else 0)
 
-    def _requeue(self, batch: Batch, commands: list[Command], hold_s: float | None = None) -> None:
-        if commands:
-            self._batcher.requeue(dataclasses.replace(batch, commands=tuple(commands)))
-        wait_s = max(self._config.unavailable_retry_s, hold_s or 0.0)
-        self._hold_until = max(self._hold_until, self._clock() + wait_s)
-        self._wake.set()
-        self._signal_progress()
-
-    async def _finish(self, batch: Batch, results: list[CommandResult]) -> None:
-        if not results:
+    async def _publish(self, completions: list[Completion]) -> None:
+        if not completions:
             return
-        by_id = {command.command_id: command for command in batch.commands}
         completed_at = self._wall_clock()
-        records = []
-        for result in results:
-            command = by_id[result.command_id]
-            received = self._accepted.get(command.command_id, (command, completed_at))[1]
-            records.append(
-                outcome_record(command, result, received_at=received, completed_at=completed_at)
+        records = [
+            outcome_record(
+                c.command, c.result, received_at=c.received_at, completed_at=completed_at
             )
+            for c in completions
+        ]
         await self._retry_publish(lambda: self._sink.publish_outcomes(records))
-        done = [by_id[result.command_id] for result in results]
-        self._batcher.complete(dataclasses.replace(batch, commands=tuple(done)))
-        for record, command in zip(records, done, strict=True):
+        self._flow.published(completions)
+        for record in records:
             self._metrics.outcomes.labels(
                 record.status.value, record.error_class.value if record.error_class else ""
             ).inc()
             if record.status is not OutcomeStatus.APPLIED:
                 _log_outcome(record)
-            self._accepted.pop(command.command_id, None)
-            if command.command_id in self._orphans:
-                # Its partition was let go while it was in flight; the offset it held may be
-                # tracked again (re-assigned here), as a follower of this very command.
-                self._orphans.discard(command.command_id)
-            else:
-                self._tracker.command_done(command.position)
-            for follower in self._followers.pop(command.command_id, ()):
-                self._tracker.command_done(follower)
         self._update_pending()
         self._wake.set()
-        self._signal_progress()
+        self._progress.set()
 
     async def _retry_publish(self, publish: Callable[[], Awaitable[None]]) -> None:
         """Publish until acknowledged: the API call already happened, so it must not repeat."""
@@ -323,21 +261,13 @@ class Pipeline:
     async def drain(self, partitions: set[TopicPartition] | None, timeout_s: float) -> bool:
         """Flush and wait until every command of `partitions` (None: all) has its outcome.
 
-        Returns False when the timeout ran out first; what is left stays pending.
+        Returns False when the timeout ran out first; what is left stays pending. While the
+        API asked for a pause the core releases nothing, so a drain does not hammer it either.
         """
         deadline = self._clock() + timeout_s
-
-        def selected(command: Command) -> bool:
-            if partitions is None:
-                return True
-            return (command.position.topic, command.position.partition) in partitions
-
-        while self._incomplete(partitions):
-            # While the API asked for a pause (outage, Retry-After, refused credentials) a drain
-            # must not hammer it either; what it cannot send stays pending and is re-read.
-            if self._clock() >= self._hold_until:
-                for batch in self._batcher.flush_all(self._clock(), where=selected):
-                    self._launch(batch)
+        while self._flow.incomplete(partitions):
+            for batch in self._flow.drain(self._clock(), partitions):
+                self._launch(batch)
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return False
@@ -346,40 +276,17 @@ class Pipeline:
                 await asyncio.wait_for(self._progress.wait(), min(remaining, 0.5))
         return True
 
-    def _incomplete(self, partitions: set[TopicPartition] | None) -> bool:
-        if partitions is None:
-            return self.pending > 0 or self._tracker.pending_count > 0
-        return any(self._tracker.has_incomplete(tp) for tp in partitions)
-
     def committable(self) -> dict[TopicPartition, int]:
         """Offsets to commit now (the next offset to read per partition)."""
-        return self._tracker.committable()
+        return self._flow.committable()
 
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         """Tell the watermark those offsets are stored."""
-        self._tracker.mark_committed(offsets)
+        self._flow.committed(offsets)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop what is left of partitions this instance no longer owns."""
-        partition_set = set(partitions)
-        dropped = self._batcher.discard(
-            lambda c: (c.position.topic, c.position.partition) in partition_set
-        )
-        for command in dropped:
-            self._accepted.pop(command.command_id, None)
-            # The partition's new owner re-reads and sends the command; copies of it read
-            # here from partitions this instance keeps need not wait for that.
-            for follower in self._followers.pop(command.command_id, ()):
-                self._tracker.command_done(follower)
-        # What discard() left of those partitions is in flight: its result must not touch
-        # the watermark of an offset that may be tracked again by then.
-        self._orphans.update(
-            command_id
-            for command_id, (command, _) in self._accepted.items()
-            if (command.position.topic, command.position.partition) in partition_set
-        )
-        for tp in partition_set:
-            self._tracker.forget_partition(tp)
+        self._flow.forget(partitions)
         self._update_pending()
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
@@ -397,11 +304,8 @@ class Pipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _signal_progress(self) -> None:
-        self._progress.set()
-
     def _update_pending(self) -> None:
-        self._metrics.pending_commands.set(self.pending)
+        self._metrics.pending_commands.set(self._flow.pending)
 
 
 def _log_outcome(record: OutcomeRecord) -> None:

@@ -20,34 +20,48 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
+from promo_bridge.bootstrap import ServiceConfig, configure
 from promo_bridge.capillary import CapillaryClient
-from promo_bridge.domain.batcher import MicroBatcher
-from promo_bridge.domain.offsets import OffsetTracker
+from promo_bridge.domain.flow import Flow
 from promo_bridge.domain.rules import RuleSet, load_rules
-from promo_bridge.kafka._security import connection_options
-from promo_bridge.kafka.consumer import ConsumerLoop, ConsumerLoopConfig
-from promo_bridge.kafka.producer import RecordPublisher, producer_options
+from promo_bridge.kafka.consumer import ConsumerLoop
+from promo_bridge.kafka.producer import RecordPublisher
 from promo_bridge.observability.http import Readiness, create_ops_app, serve_ops
 from promo_bridge.observability.metrics import Metrics
-from promo_bridge.pipeline import Pipeline, PipelineConfig
-from promo_bridge.runtime_client import client_config, metrics_hooks
+from promo_bridge.pipeline import Pipeline
+from promo_bridge.runtime_client import CapillarySender, metrics_hooks
 from promo_bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """The running components, built together in one place (`_assemble`)."""
+
+    consumer: AIOKafkaConsumer
+    producer: AIOKafkaProducer
+    client: CapillaryClient
+    pipeline: Pipeline
+    loop: ConsumerLoop
+
+
 @dataclass
 class Service:
-    """A running promo-bridge: what tests and the CLI hold on to."""
+    """A promo-bridge: its checked configuration and rules, and its parts while it runs.
+
+    `build_service` makes it without connecting anywhere; `run_service` builds the parts inside
+    the event loop (aiokafka needs one) and runs them.
+    """
 
     settings: Settings
+    config: ServiceConfig
     metrics: Metrics
     rules: RuleSet
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
-    ops_port: int | None = None
-    _loop: ConsumerLoop | None = None
-    _pipeline: Pipeline | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    ops_port: int | None = None
+    _parts: _Parts | None = None
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (what SIGTERM does)."""
@@ -55,20 +69,24 @@ class Service:
 
     def readiness(self) -> Readiness:
         """Partitions assigned, broker reachable, not paused for authentication."""
-        loop, pipeline = self._loop, self._pipeline
+        parts = self._parts
         checks = {
-            "partitions_assigned": bool(loop and loop.assigned),
-            "broker_reachable": bool(loop and loop.broker_reachable),
-            "api_authenticated": bool(pipeline and not pipeline.auth_failed),
+            "partitions_assigned": bool(parts and parts.loop.assigned),
+            "broker_reachable": bool(parts and parts.loop.broker_reachable),
+            "api_authenticated": bool(parts and not parts.pipeline.auth_failed),
             "not_stopping": not self.stop_event.is_set(),
         }
         return Readiness(ready=all(checks.values()), reasons=checks)
 
 
 def build_service(settings: Settings) -> Service:
-    """Load what can fail fast (rules) before anything connects."""
+    """Check what can fail fast (every component's configuration, the rules) before connecting.
+
+    Raises SettingsError naming the variable, or RulesError naming file, line and rule.
+    """
+    config = configure(settings)
     rules = load_rules(settings.rules_file)
-    return Service(settings=settings, metrics=Metrics(), rules=rules)
+    return Service(settings=settings, config=config, metrics=Metrics(), rules=rules)
 
 
 async def run_service(service: Service, *, install_signals: bool = True) -> None:
@@ -93,64 +111,44 @@ async def run_service(service: Service, *, install_signals: bool = True) -> None
     log.info("service_stopped")
 
 
-@contextlib.asynccontextmanager
-async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
-    settings = service.settings
-    metrics = service.metrics
-    common = connection_options(settings)
-    producer = AIOKafkaProducer(
-        **common, **producer_options(idempotence=settings.producer_idempotence)
-    )
-    consumer = AIOKafkaConsumer(
-        **common,
-        group_id=settings.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.max_poll_records,
-    )
-    client = CapillaryClient(client_config(settings), hooks=metrics_hooks(metrics))
+def _assemble(service: Service) -> _Parts:
+    """Every component from its configuration; the one place where they are wired."""
+    config, metrics = service.config, service.metrics
+    producer = AIOKafkaProducer(**config.kafka, **config.producer)
+    consumer = AIOKafkaConsumer(**config.kafka, **config.consumer)
+    client = CapillaryClient(config.client, hooks=metrics_hooks(metrics))
     pipeline = Pipeline(
-        rules=service.rules,
-        batcher=MicroBatcher(
-            limits=client_config(settings).batch_limits, window_ms=settings.batch_window_ms
-        ),
-        tracker=OffsetTracker(),
-        sender=client,
+        flow=Flow(service.rules, config.flow),
+        sender=CapillarySender(client, metrics),
         sink=RecordPublisher(
-            producer, outcomes_topic=settings.outcomes_topic, dlq_topic=settings.dlq_topic
+            producer, outcomes_topic=config.outcomes_topic, dlq_topic=config.dlq_topic
         ),
         metrics=metrics,
-        config=PipelineConfig(unavailable_retry_s=settings.unavailable_retry_s),
+        config=config.pipeline,
     )
-    loop = ConsumerLoop(
-        consumer,
-        pipeline,
-        metrics,
-        ConsumerLoopConfig(
-            topics=tuple(settings.input_topics),
-            max_poll_records=settings.max_poll_records,
-            commit_interval_s=settings.commit_interval_ms / 1000,
-            drain_timeout_s=settings.drain_timeout_s,
-            max_pending=settings.max_pending_commands,
-            resume_below=settings.resume_below,
-        ),
-    )
-    service._loop, service._pipeline = loop, pipeline
-    app = create_ops_app(metrics, service.readiness)
-    async with serve_ops(app, settings.http_host, settings.http_port) as port:
+    loop = ConsumerLoop(consumer, pipeline, metrics, config.loop)
+    return _Parts(consumer=consumer, producer=producer, client=client, pipeline=pipeline, loop=loop)
+
+
+@contextlib.asynccontextmanager
+async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
+    config = service.config
+    parts = service._parts = _assemble(service)
+    app = create_ops_app(service.metrics, service.readiness)
+    async with serve_ops(app, config.ops_host, config.ops_port) as port:
         service.ops_port = port
-        await _wait_for_broker(common, service.stop_event)
-        await producer.start()
+        await _wait_for_broker(dict(config.kafka), service.stop_event)
+        await parts.producer.start()
         try:
-            await consumer.start()
-            dispatcher = asyncio.create_task(pipeline.run_dispatcher(), name="dispatcher")
+            await parts.consumer.start()
+            dispatcher = asyncio.create_task(parts.pipeline.run_dispatcher(), name="dispatcher")
             try:
-                yield loop
+                yield parts.loop
             finally:
-                await asyncio.shield(_shutdown(settings, loop, pipeline, consumer, dispatcher))
+                await asyncio.shield(_shutdown(service.settings, parts, dispatcher))
         finally:
-            await asyncio.shield(producer.stop())
-            await client.aclose()
+            await asyncio.shield(parts.producer.stop())
+            await parts.client.aclose()
 
 
 class _StoppedBeforeStartError(Exception):
@@ -182,13 +180,8 @@ async def _wait_for_broker(options: dict[str, Any], stop: asyncio.Event) -> None
             raise _StoppedBeforeStartError
 
 
-async def _shutdown(
-    settings: Settings,
-    loop: ConsumerLoop,
-    pipeline: Pipeline,
-    consumer: AIOKafkaConsumer,
-    dispatcher: asyncio.Task[None],
-) -> None:
+async def _shutdown(settings: Settings, parts: _Parts, dispatcher: asyncio.Task[None]) -> None:
+    pipeline, loop = parts.pipeline, parts.loop
     log.info("shutdown_draining", pending=pipeline.pending)
     drained = await pipeline.drain(None, settings.drain_timeout_s)
     await loop.commit()
@@ -200,7 +193,7 @@ async def _shutdown(
     await pipeline.aclose()
     # Leaves the group. aiokafka does not call the revoke callback here (unless a rebalance is
     # under way): the drain and commit above are what hand the partitions over cleanly.
-    await consumer.stop()
+    await parts.consumer.stop()
 
 
 def _install_signal_handlers(service: Service) -> None:

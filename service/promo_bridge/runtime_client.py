@@ -1,46 +1,51 @@
-"""Settings to Capillary client configuration, and client hooks to Prometheus series."""
+"""The Capillary client as the engine's sender port, and client hooks to Prometheus series."""
 
 from __future__ import annotations
 
 from promo_bridge.capillary import (
-    BasicAuth,
-    ClientConfig,
+    ApiUnavailable,
+    AuthenticationFailed,
+    CapillaryClient,
     ClientHooks,
-    OAuthAuth,
     UnavailableReason,
 )
-from promo_bridge.domain.commands import DEFAULT_BATCH_LIMITS, Endpoint
+from promo_bridge.domain.commands import Batch, Endpoint
+from promo_bridge.domain.outcomes import Delivery
 from promo_bridge.observability.metrics import Metrics
-from promo_bridge.settings import AuthMode, Settings
 
 
-def client_config(settings: Settings) -> ClientConfig:
-    """The client's configuration from the service settings (validated there already)."""
-    auth: BasicAuth | OAuthAuth
-    if settings.capillary_auth is AuthMode.BASIC:
-        assert settings.capillary_till_code is not None
-        assert settings.capillary_password is not None
-        auth = BasicAuth(
-            till_code=settings.capillary_till_code, password=settings.capillary_password
-        )
-    else:
-        assert settings.capillary_oauth_key is not None
-        assert settings.capillary_oauth_secret is not None
-        auth = OAuthAuth(key=settings.capillary_oauth_key, secret=settings.capillary_oauth_secret)
-    limits = dict(DEFAULT_BATCH_LIMITS)
-    limits[Endpoint.REVOKE_DIRECT_EARN] = settings.capillary_revoke_direct_earn_batch_size
-    return ClientConfig(
-        base_url=settings.capillary_base_url,
-        auth=auth,
-        batch_limits=limits,
-        calls_per_minute=settings.capillary_calls_per_minute,
-        max_in_flight=settings.capillary_max_in_flight,
-        connect_timeout_s=settings.capillary_connect_timeout_s,
-        read_timeout_s=settings.capillary_read_timeout_s,
-        max_attempts=settings.capillary_max_attempts,
-        unenroll_path_prefix=settings.capillary_unenroll_path_prefix,
-        unenroll_not_enrolled_codes=frozenset(settings.capillary_unenroll_not_enrolled_codes),
-    )
+class CapillarySender:
+    """The engine's sender port over the client: the client's exceptions become `Delivery`.
+
+    This is where Capillary's exception tree ends: the engine sees only domain values.
+    """
+
+    def __init__(self, client: CapillaryClient, metrics: Metrics) -> None:
+        self._client = client
+        self._metrics = metrics
+
+    async def send(self, batch: Batch) -> Delivery:
+        """Send the batch; every command comes back either settled or pending."""
+        try:
+            results = await self._client.send(batch)
+        except ApiUnavailable as exc:
+            self._metrics.batches_unavailable.labels(batch.key.endpoint.value).inc()
+            return Delivery(
+                completed=exc.completed,
+                pending=exc.pending,
+                pause_s=exc.retry_after,
+                attempts=exc.attempts,
+                detail=str(exc),
+            )
+        except AuthenticationFailed as exc:
+            return Delivery(
+                completed=exc.completed,
+                pending=exc.pending,
+                auth_refused=True,
+                attempts=exc.attempts,
+                detail=str(exc),
+            )
+        return Delivery(completed=tuple(results))
 
 
 def metrics_hooks(metrics: Metrics) -> ClientHooks:

@@ -5,12 +5,20 @@ A bad value fails start-up with a message that names the variable, never its sec
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Self, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from promo_bridge.domain.commands import DEFAULT_BATCH_LIMITS, Endpoint
+from promo_bridge.domain.flow import FlowConfig
 
 ENV_PREFIX = "PROMO_BRIDGE_"
 
@@ -48,8 +56,103 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
-    """Every knob of the service. Field `x_y` is read from `PROMO_BRIDGE_X_Y`."""
+# The checks below refuse at start-up what would otherwise fail only once the service connects.
+# The URL and broker checks never repeat the value: either may carry a password.
+
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+# Kafka's own rule for topic names (org.apache.kafka.common.internals.Topic).
+_TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_MAX_PORT: Final = 65535
+
+
+def _printable_without_spaces(value: str) -> bool:
+    return all(char.isprintable() and not char.isspace() for char in value)
+
+
+def _check_base_url(value: str) -> str:
+    """An absolute http(s) URL with a host, optionally a path prefix, and nothing else."""
+    if not _printable_without_spaces(value):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("must be an absolute http or https URL with a valid port") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(
+            "must be an absolute http or https URL with a host, such as"
+            " https://eu.api.capillarytech.com"
+        )
+    # Credentials in the URL would end up in logs and error messages.
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not carry a user or password: the credentials are"
+            f" {ENV_PREFIX}CAPILLARY_TILL_CODE/_PASSWORD or {ENV_PREFIX}CAPILLARY_OAUTH_KEY/_SECRET"
+        )
+    if port == 0:
+        raise ValueError("must be an absolute http or https URL with a valid port")
+    if "?" in value or "#" in value:
+        raise ValueError("must not carry a query (?) or a fragment (#)")
+    return value
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_broker(entry: str) -> bool:
+    """host[:port] or [ipv6][:port], as aiokafka reads them (port 9092 when left out)."""
+    port: str | None
+    if entry.startswith("["):
+        address, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return False
+        host_ok, port = _is_ipv6(address), (rest[1:] if rest else None)
+    elif entry.count(":") > 1:
+        # A bare IPv6 address, which aiokafka takes without a port.
+        return _is_ipv6(entry)
+    else:
+        host, colon, port_text = entry.partition(":")
+        host_ok, port = bool(_HOSTNAME.fullmatch(host)), (port_text if colon else None)
+    return host_ok and (port is None or (port.isdigit() and 0 < int(port) <= _MAX_PORT))
+
+
+def _check_bootstrap_servers(value: str) -> str:
+    entries = [entry.strip() for entry in value.split(",")]
+    bad = [number for number, entry in enumerate(entries, 1) if not _valid_broker(entry)]
+    if bad:
+        which = ", ".join(map(str, bad))
+        raise ValueError(
+            f"must be host:port[,host:port...] without a scheme (broker {which} of {len(entries)})"
+        )
+    return value
+
+
+def _check_topic(value: str) -> str:
+    if not _TOPIC.fullmatch(value) or value in {".", ".."}:
+        raise ValueError(
+            f"a Kafka topic name is 1 to 249 of the characters a-z A-Z 0-9 . _ - (got {value!r})"
+        )
+    return value
+
+
+def _check_path_prefix(value: str) -> str:
+    if value and not (
+        value.startswith("/") and _printable_without_spaces(value) and not {"?", "#"} & set(value)
+    ):
+        raise ValueError("must be empty or a path such as /v3.1, without spaces, ? or #")
+    return value
+
+
+class FlowSettings(BaseSettings):
+    """The knobs of the flow core: the service's, and what `replay --dry-run` runs with.
+
+    Field `x_y` is read from `PROMO_BRIDGE_X_Y`.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -57,6 +160,50 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
     )
+
+    # Batching and flow control
+    batch_window_ms: int = Field(default=500, ge=0)
+    capillary_revoke_direct_earn_batch_size: int = Field(default=10, ge=1, le=100)
+    max_pending_commands: int = Field(default=10_000, ge=1)
+    resume_pending_commands: int | None = Field(default=None, ge=0)
+    unavailable_retry_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _low_water_below_bound(self) -> Self:
+        if self.resume_pending_commands is not None and (
+            self.resume_pending_commands >= self.max_pending_commands
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}RESUME_PENDING_COMMANDS: must be below MAX_PENDING_COMMANDS"
+            )
+        return self
+
+    @property
+    def resume_below(self) -> int:
+        """Low-water mark: partitions resume once pending commands fall below it."""
+        if self.resume_pending_commands is not None:
+            return self.resume_pending_commands
+        return self.max_pending_commands // 2
+
+    def batch_limits(self) -> dict[Endpoint, int]:
+        """Commands per call for each endpoint: the documented limits, one of them a setting."""
+        limits = dict(DEFAULT_BATCH_LIMITS)
+        limits[Endpoint.REVOKE_DIRECT_EARN] = self.capillary_revoke_direct_earn_batch_size
+        return limits
+
+    def flow_config(self) -> FlowConfig:
+        """The flow core's configuration."""
+        return FlowConfig(
+            window_ms=self.batch_window_ms,
+            batch_limits=MappingProxyType(self.batch_limits()),
+            max_pending=self.max_pending_commands,
+            resume_below=self.resume_below,
+            unavailable_retry_s=self.unavailable_retry_s,
+        )
+
+
+class Settings(FlowSettings):
+    """Every knob of the service. Field `x_y` is read from `PROMO_BRIDGE_X_Y`."""
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -68,7 +215,7 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
-    group_id: str = "promo-bridge"
+    group_id: str = Field(default="promo-bridge", min_length=1)
     input_topics: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["orders", "returns", "reviews"]
     )
@@ -95,7 +242,6 @@ class Settings(BaseSettings):
     capillary_connect_timeout_s: float = Field(default=5.0, gt=0)
     capillary_read_timeout_s: float = Field(default=30.0, gt=0)
     capillary_max_attempts: int = Field(default=5, ge=1)
-    capillary_revoke_direct_earn_batch_size: int = Field(default=10, ge=1, le=100)
     capillary_unenroll_path_prefix: str = "/v3.1"
     # Capillary documents no "not enrolled" answer to unEnroll; list the codes your org uses
     # (the bundled simulator answers 310120) so a repeated un-enrol counts as already applied.
@@ -103,12 +249,8 @@ class Settings(BaseSettings):
         default_factory=list
     )
 
-    # Batching and flow control
-    batch_window_ms: int = Field(default=500, ge=0)
-    max_pending_commands: int = Field(default=10_000, ge=1)
-    resume_pending_commands: int | None = Field(default=None, ge=0)
+    # Shutdown and rebalance
     drain_timeout_s: float = Field(default=20.0, gt=0)
-    unavailable_retry_s: float = Field(default=5.0, gt=0)
 
     # Operations
     http_host: str = "127.0.0.1"
@@ -123,9 +265,11 @@ class Settings(BaseSettings):
 
     @field_validator("input_topics")
     @classmethod
-    def _topics_not_empty(cls, value: list[str]) -> list[str]:
+    def _topics_valid(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one input topic is required")
+        for topic in value:
+            _check_topic(topic)
         return value
 
     @field_validator("log_level")
@@ -136,12 +280,32 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("rules_file")
+    @field_validator("rules_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
     @classmethod
-    def _rules_exist(cls, value: Path) -> Path:
-        if not value.is_file():
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @field_validator("capillary_base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        return _check_base_url(value)
+
+    @field_validator("capillary_unenroll_path_prefix")
+    @classmethod
+    def _path_prefix(cls, value: str) -> str:
+        return _check_path_prefix(value)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _brokers(cls, value: str) -> str:
+        return _check_bootstrap_servers(value)
+
+    @field_validator("outcomes_topic", "dlq_topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        return _check_topic(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -164,40 +328,44 @@ class Settings(BaseSettings):
                 problems.append(f"{ENV_PREFIX}KAFKA_SASL_MECHANISM: required with SASL")
             if not self.kafka_sasl_username or self.kafka_sasl_password is None:
                 problems.append(f"{ENV_PREFIX}KAFKA_SASL_USERNAME/PASSWORD: required with SASL")
-        if self.resume_pending_commands is not None and (
-            self.resume_pending_commands >= self.max_pending_commands
-        ):
-            problems.append(
-                f"{ENV_PREFIX}RESUME_PENDING_COMMANDS: must be below MAX_PENDING_COMMANDS"
-            )
+        # aiokafka ignores a key without a certificate: TLS would then fail at the broker.
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            problems.append(f"{ENV_PREFIX}KAFKA_SSL_KEYFILE: needs {ENV_PREFIX}KAFKA_SSL_CERTFILE")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
-    @property
-    def resume_below(self) -> int:
-        """Low-water mark: partitions resume once pending commands fall below it."""
-        if self.resume_pending_commands is not None:
-            return self.resume_pending_commands
-        return self.max_pending_commands // 2
-
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment; on any problem raise SettingsError naming each variable."""
+    return _load(Settings, overrides)
+
+
+def load_flow_settings(**overrides: Any) -> FlowSettings:
+    """Only the flow core's settings (for `replay --dry-run`), checked the same way."""
+    return _load(FlowSettings, overrides)
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _load(model: type[_S], overrides: dict[str, Any]) -> _S:
     try:
-        return Settings(**overrides)
+        return model(**overrides)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise SettingsError(describe_invalid(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
+def describe_invalid(exc: ValidationError, field_variables: Mapping[str, str] | None = None) -> str:
+    """One line naming each offending variable, without the values it was given."""
+    problems = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = [str(part) for part in error["loc"]]
-        if location:
-            name = f"{ENV_PREFIX}{location[0].upper()}"
-            lines.append(f"{name}: {error['msg']}")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            name = str(error["loc"][0])
+            variable = (field_variables or {}).get(name, name.upper())
+            problems.append(f"{ENV_PREFIX}{variable}: {message}")
         else:
             # A model-level check already names its variables.
-            lines.append(str(error["msg"]).removeprefix("Value error, "))
-    return "invalid settings:\n  " + "\n  ".join(lines)
+            problems.append(message)
+    return "invalid settings: " + "; ".join(problems)

@@ -4,51 +4,37 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from harness import order_placed, running_service, service_settings, write_rules
-from promo_bridge.devkit.kafka_tools import (
+from harness import Rig, order_placed, running_service
+from kafka_tools import (
     committed_offsets,
-    create_topics,
     end_offsets,
     produce_events,
     read_topic,
     wait_caught_up,
 )
-from promo_bridge.simulator import Simulator, serve
+from promo_bridge.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_250_customers_make_three_bulk_calls_and_250_outcomes(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
+    kafka_bootstrap: str, rig: Rig
 ) -> None:
     """250 enrols inside one window go out as 100+100+50 and each gets an applied outcome."""
-    orders = f"orders-{unique}"
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
-        api_url="http://placeholder",
-        rules_file=write_rules(tmp_path),
-        unique=unique,
-        topics=[orders],
-        batch_window_ms=3000,
-    )
-    await create_topics(kafka_bootstrap, {orders: 3, settings.outcomes_topic: 3})
-    events = [order_placed(str(500_000 + i), 6000.0) for i in range(250)]
-    await produce_events(kafka_bootstrap, events, {"order.placed": orders})
-
     sim = Simulator()
-    async with serve(sim) as api:
-        settings = settings.model_copy(update={"capillary_base_url": api.base_url})
-        async with running_service(settings):
-            outcomes = await read_topic(
-                kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= 250
-            )
-            committed = await wait_caught_up(
-                kafka_bootstrap, settings.group_id, [orders], timeout_s=30
-            )
+    settings = await rig.prepare(sim, partitions=3, batch_window_ms=3000)
+    topic = rig.topic
+    events = [order_placed(str(500_000 + i), 6000.0) for i in range(250)]
+    await produce_events(kafka_bootstrap, events, {"order.placed": topic})
+
+    async with running_service(settings):
+        outcomes = await read_topic(
+            kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= 250
+        )
+        committed = await wait_caught_up(kafka_bootstrap, settings.group_id, [topic], timeout_s=30)
 
     calls = [c for c in sim.calls if c.endpoint == "enrolAndEarn"]
     assert sorted(c.customers for c in calls) == [50, 100, 100]
@@ -62,7 +48,7 @@ async def test_250_customers_make_three_bulk_calls_and_250_outcomes(
     assert all(r["issual_id"] for r in records)
     assert sim.ledger.total("ENROL") == 250
 
-    ends = await end_offsets(kafka_bootstrap, [orders])
+    ends = await end_offsets(kafka_bootstrap, [topic])
     assert sum(ends.values()) == 250
     assert committed == ends
     assert await committed_offsets(kafka_bootstrap, settings.group_id) == ends

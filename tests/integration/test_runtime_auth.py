@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from harness import order_placed, running_service, service_settings, write_rules
-from promo_bridge.devkit.kafka_tools import (
+from harness import Rig, order_placed, running_service
+from kafka_tools import (
     committed_offsets,
-    create_topics,
     end_offsets,
     produce_events,
     read_topic,
     wait_caught_up,
 )
-from promo_bridge.simulator import Credentials, Simulator, serve
+from promo_bridge.simulator import Credentials, Simulator
 from runtime_support import OutcomeTally, expected_command_id, probe, scrape, value, wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,66 +23,53 @@ EVENTS = 60
 
 
 async def test_wrong_credentials_pause_without_outcomes_then_resume_by_themselves(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
+    kafka_bootstrap: str, rig: Rig
 ) -> None:
     """401s: no outcome, not ready, auth_paused 1, partitions paused; fixed: all applied, ready."""
-    topic = f"orders-{unique}"
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
-        api_url="http://placeholder",
-        rules_file=write_rules(tmp_path),
-        unique=unique,
-        topics=[topic],
-        batch_window_ms=50,
-        unavailable_retry_s=0.5,
-    )
-    await create_topics(kafka_bootstrap, {topic: 2, settings.outcomes_topic: 2})
+    # The org rotated the password; the service still sends the old one.
+    sim = Simulator(credentials=Credentials(password="rotated-elsewhere"))
+    settings = await rig.prepare(sim, partitions=2, batch_window_ms=50, unavailable_retry_s=0.5)
+    topic = rig.topic
     events = [order_placed(str(830_000 + i), 6000.0) for i in range(EVENTS)]
     await produce_events(kafka_bootstrap, events, {"order.placed": topic})
 
-    # The org rotated the password; the service still sends the old one.
-    sim = Simulator(credentials=Credentials(password="rotated-elsewhere"))
-    async with serve(sim) as api:
-        settings = settings.model_copy(update={"capillary_base_url": api.base_url})
-        async with running_service(settings) as service:
-            port = service.ops_port
-            assert port is not None
+    async with running_service(settings) as service:
+        port = service.ops_port
+        assert port is not None
 
-            async def refused_and_paused() -> bool:
-                status, body = await probe(port, "/readyz")
-                samples = await scrape(port)
-                return (
-                    status == 503
-                    and body["checks"]["api_authenticated"] is False
-                    and value(samples, "promo_bridge_auth_paused") == 1
-                    and value(samples, "promo_bridge_paused_partitions") == 2
-                )
-
-            await wait_until(refused_and_paused, timeout_s=20, what="auth pause")
-            # It keeps probing (every unavailable_retry_s) and still issues nothing.
-            refused_before = sum(1 for c in sim.calls if c.status == 401)
-            await wait_until(
-                lambda: sum(1 for c in sim.calls if c.status == 401) >= refused_before + 2,
-                timeout_s=10,
-                what="auth retried",
-            )
+        async def refused_and_paused() -> bool:
             status, body = await probe(port, "/readyz")
-            paused = await scrape(port)
-            committed_while_paused = await committed_offsets(kafka_bootstrap, settings.group_id)
-            effects_while_paused = sim.ledger.total()
-
-            sim.set_credentials(password="server123")
-            committed = await wait_caught_up(
-                kafka_bootstrap, settings.group_id, [topic], timeout_s=30
+            samples = await scrape(port)
+            return (
+                status == 503
+                and body["checks"]["api_authenticated"] is False
+                and value(samples, "promo_bridge_auth_paused") == 1
+                and value(samples, "promo_bridge_paused_partitions") == 2
             )
-            tally = OutcomeTally({expected_command_id(e) for e in events})
-            await read_topic(kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=30)
 
-            async def ready_again() -> bool:
-                return (await probe(port, "/readyz"))[0] == 200
+        await wait_until(refused_and_paused, timeout_s=20, what="auth pause")
+        # It keeps probing (every unavailable_retry_s) and still issues nothing.
+        refused_before = sum(1 for c in sim.calls if c.status == 401)
+        await wait_until(
+            lambda: sum(1 for c in sim.calls if c.status == 401) >= refused_before + 2,
+            timeout_s=10,
+            what="auth retried",
+        )
+        status, body = await probe(port, "/readyz")
+        paused = await scrape(port)
+        committed_while_paused = await committed_offsets(kafka_bootstrap, settings.group_id)
+        effects_while_paused = sim.ledger.total()
 
-            await wait_until(ready_again, timeout_s=10, what="ready again")
-            resumed = await scrape(port)
+        sim.set_credentials(password="server123")
+        committed = await wait_caught_up(kafka_bootstrap, settings.group_id, [topic], timeout_s=30)
+        tally = OutcomeTally({expected_command_id(e) for e in events})
+        await read_topic(kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=30)
+
+        async def ready_again() -> bool:
+            return (await probe(port, "/readyz"))[0] == 200
+
+        await wait_until(ready_again, timeout_s=10, what="ready again")
+        resumed = await scrape(port)
 
     # While refused: not ready for that reason only, paused, nothing published or committed.
     assert status == 503

@@ -14,16 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import order_placed, write_rules
-from promo_bridge.devkit.kafka_tools import (
-    create_topics,
-    end_offsets,
-    produce,
-    read_topic,
-    wait_caught_up,
-)
-from promo_bridge.simulator import Simulator, serve
-from runtime_support import scrape, service_process, value
+from harness import Rig, order_placed
+from kafka_tools import end_offsets, produce, read_topic, wait_caught_up
+from promo_bridge.simulator import Simulator
+from runtime_support import child_settings, scrape, service_process, value
 
 pytestmark = pytest.mark.integration
 
@@ -53,48 +47,37 @@ def _backlog(topic: str) -> list[tuple[str, bytes, bytes]]:
     ],
 )
 async def test_backlog_pauses_and_resumes_under_the_pending_bound_and_finishes(
-    kafka_bootstrap: str, unique: str, tmp_path: Path, max_pending: int
+    kafka_bootstrap: str, rig: Rig, tmp_path: Path, max_pending: int
 ) -> None:
     """Pending stays within bound + one poll; partitions pause and resume; all 50k applied."""
-    topic = f"orders-{unique}"
-    outcomes = f"outcomes-{unique}"
-    group = f"pb-{unique}"
-    await create_topics(kafka_bootstrap, {topic: 4, outcomes: 4})
+    sim = Simulator()
+    settings = await rig.prepare(
+        sim,
+        partitions=4,
+        capillary_calls_per_minute=1_000_000,
+        max_pending_commands=max_pending,
+        max_poll_records=MAX_POLL_RECORDS,
+        batch_window_ms=200,
+        commit_interval_ms=500,
+        log_level="INFO",
+    )
+    topic = rig.topic
     produced_at = time.monotonic()
     await produce(kafka_bootstrap, _backlog(topic))
     produce_s = time.monotonic() - produced_at
 
-    sim = Simulator()
-    async with serve(sim) as api:
-        async with service_process(
-            tmp_path / "service.log",
-            kafka_bootstrap_servers=kafka_bootstrap,
-            group_id=group,
-            input_topics=topic,
-            outcomes_topic=outcomes,
-            dlq_topic=f"dlq-{unique}",
-            rules_file=write_rules(tmp_path),
-            capillary_base_url=api.base_url,
-            capillary_till_code="store.server",
-            capillary_password="server123",
-            capillary_calls_per_minute=1_000_000,
-            max_pending_commands=max_pending,
-            max_poll_records=MAX_POLL_RECORDS,
-            batch_window_ms=200,
-            commit_interval_ms=500,
-            log_level="INFO",
-        ) as service:
-            started = time.monotonic()
-            await wait_caught_up(kafka_bootstrap, group, [topic], timeout_s=120)
-            elapsed_s = time.monotonic() - started
-            samples = await scrape(service.ops_port)
-            peak_rss_kib = service.peak_rss_kib()
-            cpu_s = service.cpu_seconds()
-            service.terminate()
-            exit_code = await service.wait_exit(timeout_s=30)
-        records = await read_topic(
-            kafka_bootstrap, outcomes, until=lambda r: len(r) >= BACKLOG, timeout_s=60
-        )
+    async with service_process(tmp_path / "service.log", **child_settings(settings)) as service:
+        started = time.monotonic()
+        await wait_caught_up(kafka_bootstrap, settings.group_id, [topic], timeout_s=120)
+        elapsed_s = time.monotonic() - started
+        samples = await scrape(service.ops_port)
+        peak_rss_kib = service.peak_rss_kib()
+        cpu_s = service.cpu_seconds()
+        service.terminate()
+        exit_code = await service.wait_exit(timeout_s=30)
+    records = await read_topic(
+        kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= BACKLOG, timeout_s=60
+    )
 
     pauses = service.events("backpressure_pause")
     resumes = service.events("backpressure_resume")

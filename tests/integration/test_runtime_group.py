@@ -12,16 +12,15 @@ from typing import Any
 
 import pytest
 
-from harness import order_placed, running_service, service_settings, write_rules
-from promo_bridge.devkit.kafka_tools import (
+from harness import Rig, order_placed, running_service
+from kafka_tools import (
     committed_offsets,
-    create_topics,
     end_offsets,
     produce,
     read_topic,
     wait_caught_up,
 )
-from promo_bridge.simulator import Credentials, Faults, Simulator, serve
+from promo_bridge.simulator import Credentials, Faults, Simulator
 from runtime_support import (
     RULES_ENROL_THEN_EARN,
     OutcomeTally,
@@ -57,82 +56,74 @@ def _stream(customers: list[str]) -> list[list[dict[str, Any]]]:
 
 
 async def test_sigterm_of_one_instance_mid_stream_loses_nothing_and_repeats_nothing(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
+    kafka_bootstrap: str, rig: Rig, tmp_path: Path
 ) -> None:
     """A SIGTERMed instance drains, commits and exits 0; the survivor finishes: no loss, no dup."""
-    topic = f"commerce-{unique}"
-    rules = write_rules(tmp_path, RULES_ENROL_THEN_EARN)
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
-        api_url="http://placeholder",
-        rules_file=rules,
-        unique=unique,
-        topics=[topic],
+    # Latency keeps calls in flight and buckets filling when SIGTERM lands.
+    sim = Simulator(
+        credentials=Credentials(password=PASSWORD),
+        faults=Faults(latency_ms=60, jitter_ms=40, seed=5),
+    )
+    settings = await rig.prepare(
+        sim,
+        partitions=4,
+        rules=RULES_ENROL_THEN_EARN,
         batch_window_ms=300,
         capillary_password=PASSWORD,
         capillary_calls_per_minute=100_000,
         drain_timeout_s=15,
     )
-    await create_topics(kafka_bootstrap, {topic: 4, settings.outcomes_topic: 4})
+    topic = rig.topic
     customers = [str(700_000 + i) for i in range(CUSTOMERS)]
     chunks = _stream(customers)
     events = [event for chunk in chunks for event in chunk]
     expected = {expected_command_id(e) for e in events}
     assert len(expected) == 2 * CUSTOMERS
 
-    # Latency keeps calls in flight and buckets filling when SIGTERM lands.
-    sim = Simulator(
-        credentials=Credentials(password=PASSWORD),
-        faults=Faults(latency_ms=60, jitter_ms=40, seed=5),
-    )
-    async with serve(sim) as api:
-        settings = settings.model_copy(update={"capillary_base_url": api.base_url})
-        async with service_process(tmp_path / "doomed.log", **child_settings(settings)) as doomed:
+    async with service_process(tmp_path / "doomed.log", **child_settings(settings)) as doomed:
 
-            async def doomed_assigned() -> bool:
-                status, body = await probe(doomed.ops_port, "/readyz")
-                return status == 200 and bool(body["checks"]["partitions_assigned"])
+        async def doomed_assigned() -> bool:
+            status, body = await probe(doomed.ops_port, "/readyz")
+            return status == 200 and bool(body["checks"]["partitions_assigned"])
 
-            await wait_until(doomed_assigned, timeout_s=30, what="child instance assigned")
-            async with running_service(settings) as survivor:
-                # The survivor is assigned only once the rebalance that split the partitions
-                # between both members completed.
-                await wait_until(
-                    lambda: survivor.readiness().reasons["partitions_assigned"],
-                    timeout_s=30,
-                    what="survivor assigned",
+        await wait_until(doomed_assigned, timeout_s=30, what="child instance assigned")
+        async with running_service(settings) as survivor:
+            # The survivor is assigned only once the rebalance that split the partitions
+            # between both members completed.
+            await wait_until(
+                lambda: survivor.readiness().reasons["partitions_assigned"],
+                timeout_s=30,
+                what="survivor assigned",
+            )
+            await wait_until(doomed_assigned, timeout_s=30, what="child kept partitions")
+
+            async def stream() -> None:
+                for chunk in chunks:
+                    await produce(kafka_bootstrap, encode(chunk, topic))
+                    await asyncio.sleep(0.15)  # pacing, so events keep flowing
+
+            producing = asyncio.create_task(stream())
+
+            async def doomed_busy() -> bool:
+                samples = await scrape(doomed.ops_port)
+                return (
+                    value(samples, "promo_bridge_outcomes_total") >= 200
+                    and value(samples, "promo_bridge_pending_commands") > 0
                 )
-                await wait_until(doomed_assigned, timeout_s=30, what="child kept partitions")
 
-                async def stream() -> None:
-                    for chunk in chunks:
-                        await produce(kafka_bootstrap, encode(chunk, topic))
-                        await asyncio.sleep(0.15)  # pacing, so events keep flowing
+            await wait_until(doomed_busy, timeout_s=60, what="child instance busy")
+            assert not producing.done(), "the stream ended before SIGTERM: not mid-stream"
+            doomed.terminate()
+            signalled = time.monotonic()
+            exit_code = await doomed.wait_exit(timeout_s=30)
+            exit_s = time.monotonic() - signalled
 
-                producing = asyncio.create_task(stream())
-
-                async def doomed_busy() -> bool:
-                    samples = await scrape(doomed.ops_port)
-                    return (
-                        value(samples, "promo_bridge_outcomes_total") >= 200
-                        and value(samples, "promo_bridge_pending_commands") > 0
-                    )
-
-                await wait_until(doomed_busy, timeout_s=60, what="child instance busy")
-                assert not producing.done(), "the stream ended before SIGTERM: not mid-stream"
-                doomed.terminate()
-                signalled = time.monotonic()
-                exit_code = await doomed.wait_exit(timeout_s=30)
-                exit_s = time.monotonic() - signalled
-
-                await producing
-                committed = await wait_caught_up(
-                    kafka_bootstrap, settings.group_id, [topic], timeout_s=60
-                )
-                tally = OutcomeTally(expected)
-                await read_topic(
-                    kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=60
-                )
+            await producing
+            committed = await wait_caught_up(
+                kafka_bootstrap, settings.group_id, [topic], timeout_s=60
+            )
+            tally = OutcomeTally(expected)
+            await read_topic(kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=60)
 
     # The SIGTERMed instance stopped gracefully, in bounded time, with work to drain.
     assert exit_code == 0, doomed.log_text()[-4000:]

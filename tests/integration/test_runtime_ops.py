@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from harness import order_placed, running_service, service_settings, write_rules
-from promo_bridge.devkit.kafka_tools import (
-    create_topics,
-    end_offsets,
-    produce,
-    read_topic,
-    wait_caught_up,
-)
-from promo_bridge.simulator import Simulator, serve
+from harness import Rig, order_placed, running_service
+from kafka_tools import end_offsets, produce, read_topic, wait_caught_up
+from promo_bridge.simulator import Simulator
 from runtime_support import (
     RULES_ENROL_THEN_EARN,
     Samples,
@@ -33,19 +25,14 @@ BIG, SMALL, REVIEWS = 30, 10, 12
 
 
 async def test_metrics_match_the_processed_events_and_probes_answer(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
+    kafka_bootstrap: str, rig: Rig
 ) -> None:
     """Known events in: every main series present and equal to what was consumed and sent."""
-    topic = f"commerce-{unique}"
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
-        api_url="http://placeholder",
-        rules_file=write_rules(tmp_path, RULES_ENROL_THEN_EARN),
-        unique=unique,
-        topics=[topic],
-        batch_window_ms=200,
+    sim = Simulator()
+    settings = await rig.prepare(
+        sim, partitions=3, rules=RULES_ENROL_THEN_EARN, batch_window_ms=200
     )
-    await create_topics(kafka_bootstrap, {topic: 3, settings.outcomes_topic: 3})
+    topic = rig.topic
     big = [order_placed(str(820_000 + i), 6000.0) for i in range(BIG)]
     small = [order_placed(str(821_000 + i), 100.0) for i in range(SMALL)]
     # Reviews of enrolled customers, on the same topic and key: each earns after its enrol.
@@ -56,35 +43,32 @@ async def test_metrics_match_the_processed_events_and_probes_answer(
     commands = BIG + REVIEWS
     total_events = BIG + SMALL + REVIEWS + 1
 
-    sim = Simulator()
-    async with serve(sim) as api:
-        settings = settings.model_copy(update={"capillary_base_url": api.base_url})
-        async with running_service(settings) as service:
-            port = service.ops_port
-            assert port is not None
-            await wait_caught_up(kafka_bootstrap, settings.group_id, [topic], timeout_s=30)
-            await read_topic(
-                kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= commands
-            )
-            ends = await end_offsets(kafka_bootstrap, [topic])
-            last: list[Samples] = []
+    async with running_service(settings) as service:
+        port = service.ops_port
+        assert port is not None
+        await wait_caught_up(kafka_bootstrap, settings.group_id, [topic], timeout_s=30)
+        await read_topic(
+            kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= commands
+        )
+        ends = await end_offsets(kafka_bootstrap, [topic])
+        last: list[Samples] = []
 
-            async def lag_settled() -> bool:
-                # Lag is refreshed after each fetch; wait until it reflects the final commit.
-                samples = await scrape(port)
-                last[:] = [samples]
-                lags = {
-                    int(s["partition"]): value(
-                        samples, "promo_bridge_consumer_lag", topic=topic, partition=s["partition"]
-                    )
-                    for s in series(samples, "promo_bridge_consumer_lag")
-                }
-                return set(lags) == {tp.partition for tp in ends} and not any(lags.values())
+        async def lag_settled() -> bool:
+            # Lag is refreshed after each fetch; wait until it reflects the final commit.
+            samples = await scrape(port)
+            last[:] = [samples]
+            lags = {
+                int(s["partition"]): value(
+                    samples, "promo_bridge_consumer_lag", topic=topic, partition=s["partition"]
+                )
+                for s in series(samples, "promo_bridge_consumer_lag")
+            }
+            return set(lags) == {tp.partition for tp in ends} and not any(lags.values())
 
-            await wait_until(lag_settled, timeout_s=20, what="consumer_lag 0 on every partition")
-            samples = last[0]
-            health = await probe(port, "/healthz")
-            ready = await probe(port, "/readyz")
+        await wait_until(lag_settled, timeout_s=20, what="consumer_lag 0 on every partition")
+        samples = last[0]
+        health = await probe(port, "/healthz")
+        ready = await probe(port, "/readyz")
 
     assert health == (200, {"status": "alive"})
     assert ready == (

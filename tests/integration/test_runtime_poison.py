@@ -9,19 +9,12 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from harness import order_placed, running_service, service_settings, write_rules
-from promo_bridge.devkit.kafka_tools import (
-    committed_offsets,
-    create_topics,
-    end_offsets,
-    read_topic,
-    wait_caught_up,
-)
-from promo_bridge.simulator import Simulator, serve
+from harness import Rig, order_placed, running_service
+from kafka_tools import committed_offsets, end_offsets, read_topic, wait_caught_up
+from promo_bridge.simulator import Simulator
 from runtime_support import (
     RULES_ENROL_THEN_EARN,
     OutcomeTally,
@@ -42,22 +35,18 @@ def _b64(data: bytes) -> str:
 
 @pytest.mark.parametrize("idempotence", [False, True], ids=["plain", "idempotent-producer"])
 async def test_poison_events_each_make_one_dlq_record_and_the_rest_flows(
-    kafka_bootstrap: str, unique: str, tmp_path: Path, idempotence: bool
+    kafka_bootstrap: str, rig: Rig, idempotence: bool
 ) -> None:
     """Invalid JSON and a customer-less event: one DLQ record each, whole; all good applied."""
-    topic = f"orders-{unique}"
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
-        api_url="http://placeholder",
-        rules_file=write_rules(tmp_path, RULES_ENROL_THEN_EARN),
-        unique=unique,
-        topics=[topic],
+    sim = Simulator()
+    settings = await rig.prepare(
+        sim,
+        partitions=2,
+        rules=RULES_ENROL_THEN_EARN,
         batch_window_ms=100,
         producer_idempotence=idempotence,
     )
-    await create_topics(
-        kafka_bootstrap, {topic: 2, settings.outcomes_topic: 2, settings.dlq_topic: 1}
-    )
+    topic = rig.topic
     good = [order_placed(str(810_000 + i), 6000.0) for i in range(GOOD)]
     broken_json = b'{"specversion": "1.0", "id": "evt-broken", "type": "order.pl'
     broken_headers = [("trace-id", b"t-123"), ("binary", b"\xff\x00\x01")]
@@ -78,20 +67,15 @@ async def test_poison_events_each_make_one_dlq_record_and_the_rest_flows(
     positions = await produce_with_headers(kafka_bootstrap, records)
     broken_at, no_customer_at = positions[15], positions[31]
 
-    sim = Simulator()
-    async with serve(sim) as api:
-        settings = settings.model_copy(update={"capillary_base_url": api.base_url})
-        async with running_service(settings) as service:
-            committed = await wait_caught_up(
-                kafka_bootstrap, settings.group_id, [topic], timeout_s=30
-            )
-            tally = OutcomeTally({expected_command_id(e) for e in good})
-            await read_topic(kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=30)
-            dlq = await read_topic(
-                kafka_bootstrap, settings.dlq_topic, until=lambda r: len(r) >= 2, timeout_s=30
-            )
-            assert service.ops_port is not None
-            samples = await scrape(service.ops_port)
+    async with running_service(settings) as service:
+        committed = await wait_caught_up(kafka_bootstrap, settings.group_id, [topic], timeout_s=30)
+        tally = OutcomeTally({expected_command_id(e) for e in good})
+        await read_topic(kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=30)
+        dlq = await read_topic(
+            kafka_bootstrap, settings.dlq_topic, until=lambda r: len(r) >= 2, timeout_s=30
+        )
+        assert service.ops_port is not None
+        samples = await scrape(service.ops_port)
 
     # One DLQ record per poison event, keyed and headed like the original, carrying it whole.
     assert len(dlq) == 2

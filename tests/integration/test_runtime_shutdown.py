@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import order_placed, running_service, service_settings, write_rules
-from promo_bridge.devkit.kafka_tools import (
+from harness import Rig, order_placed, running_service
+from kafka_tools import (
     committed_offsets,
-    create_topics,
     end_offsets,
     produce_events,
     read_topic,
     wait_caught_up,
 )
-from promo_bridge.simulator import Faults, Simulator, serve
+from promo_bridge.simulator import Faults, Simulator
 from runtime_support import (
     OutcomeTally,
     child_settings,
@@ -35,54 +34,41 @@ DRAIN_TIMEOUT_S = 2.0
 
 
 async def test_sigterm_with_calls_hanging_exits_within_the_drain_bound_and_a_restart_finishes(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
+    kafka_bootstrap: str, rig: Rig, tmp_path: Path
 ) -> None:
     """Drain gives up at its bound, commits nothing incomplete, exits 0; a restart applies all."""
-    topic = f"orders-{unique}"
-    rules = write_rules(tmp_path)
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
-        api_url="http://placeholder",
-        rules_file=rules,
-        unique=unique,
-        topics=[topic],
-        batch_window_ms=50,
-    )
-    await create_topics(kafka_bootstrap, {topic: 2, settings.outcomes_topic: 2})
-    events = [order_placed(str(840_000 + i), 6000.0) for i in range(EVENTS)]
-    await produce_events(kafka_bootstrap, events, {"order.placed": topic})
-
     # Every call hangs far longer than the drain bound (the simulator applies nothing, and
     # stops holding the connection when the client hangs up).
     sim = Simulator(faults=Faults(timeout_rate=1.0, timeout_seconds=120))
-    async with serve(sim) as api:
-        settings = settings.model_copy(update={"capillary_base_url": api.base_url})
-        async with service_process(
-            tmp_path / "stuck.log", **child_settings(settings, drain_timeout_s=DRAIN_TIMEOUT_S)
-        ) as stuck:
+    settings = await rig.prepare(sim, partitions=2, batch_window_ms=50)
+    topic = rig.topic
+    events = [order_placed(str(840_000 + i), 6000.0) for i in range(EVENTS)]
+    await produce_events(kafka_bootstrap, events, {"order.placed": topic})
 
-            async def in_flight() -> bool:
-                samples = await scrape(stuck.ops_port)
-                return value(samples, "promo_bridge_batch_flushes_total") >= 1 and value(
-                    samples, "promo_bridge_pending_commands"
-                ) == len(events)
+    async with service_process(
+        tmp_path / "stuck.log", **child_settings(settings, drain_timeout_s=DRAIN_TIMEOUT_S)
+    ) as stuck:
 
-            await wait_until(in_flight, timeout_s=30, what="every command pending, calls out")
-            stuck.terminate()
-            signalled = time.monotonic()
-            exit_code = await stuck.wait_exit(timeout_s=30)
-            exit_s = time.monotonic() - signalled
-            committed_after_stop = await committed_offsets(kafka_bootstrap, settings.group_id)
+        async def in_flight() -> bool:
+            samples = await scrape(stuck.ops_port)
+            return value(samples, "promo_bridge_batch_flushes_total") >= 1 and value(
+                samples, "promo_bridge_pending_commands"
+            ) == len(events)
 
-            sim.set_faults(Faults())
-            async with running_service(settings):
-                committed = await wait_caught_up(
-                    kafka_bootstrap, settings.group_id, [topic], timeout_s=30
-                )
-                tally = OutcomeTally({expected_command_id(e) for e in events})
-                await read_topic(
-                    kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=30
-                )
+        await wait_until(in_flight, timeout_s=30, what="every command pending, calls out")
+        stuck.terminate()
+        signalled = time.monotonic()
+        exit_code = await stuck.wait_exit(timeout_s=30)
+        exit_s = time.monotonic() - signalled
+        committed_after_stop = await committed_offsets(kafka_bootstrap, settings.group_id)
+
+        sim.set_faults(Faults())
+        async with running_service(settings):
+            committed = await wait_caught_up(
+                kafka_bootstrap, settings.group_id, [topic], timeout_s=30
+            )
+            tally = OutcomeTally({expected_command_id(e) for e in events})
+            await read_topic(kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=30)
 
     # Bounded by the drain timeout, and said so.
     assert exit_code == 0, stuck.log_text()[-4000:]

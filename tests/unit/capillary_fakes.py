@@ -10,7 +10,6 @@ import asyncio
 import heapq
 import itertools
 import json
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,11 +192,6 @@ def applied_for(request: httpx.Request) -> dict[str, Any]:
     """A body applying every customer of a bulk request (entityId = identifierValue)."""
     body = json.loads(request.content)
     return bulk(*(ok(c["identifierValue"], issualId="1") for c in body["customers"]))
-
-
-def strip_comments(text: str) -> str:
-    """The endpoint pages' JSON examples carry // comments; JSON does not."""
-    return re.sub(r"//[^\n]*", "", text)
 
 
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]

@@ -1,8 +1,9 @@
 """Contract tests: the client builds the endpoint pages' request examples and reads their answers.
 
-Every request example of the four seed pages (capillary-api/ beside DESIGN.md) is copied below
-verbatim, comments included, and compared with the body the client sends for the equivalent
-commands. Two deliberate normalisations, both documented in the client:
+Every request example of the four seed pages (doc_examples.py holds them verbatim, comments
+included) is compared with the body the client sends for the equivalent commands, and the pages'
+response examples are fed back to the client. Two deliberate normalisations, both documented in
+the client:
 
 - The revokeEnrolAndEarn examples write promotionId as a string ("202779"); the parameter table
   says Integer and the other pages send a number: we send the integer.
@@ -10,7 +11,7 @@ commands. Two deliberate normalisations, both documented in the client:
   elsewhere); the equivalent commands here carry the page's spelling.
 
 The revokeDirectEarn "With earned Id" example is not valid JSON (`"earnIds": 66,67,`); it is
-repaired to the array its parameter table describes, and reproduced with
+repaired to the array its parameter table describes (`page_json`), and reproduced with
 `revoke_direct_earn_bulk_action=False` because that example carries no bulkAction.
 """
 
@@ -22,8 +23,29 @@ from typing import Any
 import httpx
 import pytest
 from capillary_fakes import PASSWORD, applied_for, batch, command, config, make_client
-from capillary_fakes import strip_comments as _strip
 
+from doc_examples import (
+    ACTION_NOT_SUPPORTED,
+    DIRECT_EARN_RESPONSE,
+    DIRECT_REVOKE,
+    DIRECT_REVOKE_EARN_IDS,
+    EARN_ID,
+    EARN_MOBILE,
+    ENROL_ID,
+    ENROL_MOBILE,
+    ENROL_RESPONSE,
+    PARTIAL_RESPONSE,
+    REVOKE_EARN_IDENTIFIER,
+    REVOKE_EARN_IDS,
+    REVOKE_EARN_RESPONSE,
+    REVOKE_ENROL_ONE,
+    REVOKE_ENROL_RESPONSE_WITH_ISSUAL_ID,
+    REVOKE_ENROL_TWO,
+    UNENROLL,
+    UNENROLL_RESPONSE,
+    page_json,
+    strip_comments,
+)
 from promo_bridge.capillary import basic_authorization
 from promo_bridge.domain.commands import (
     Action,
@@ -34,239 +56,9 @@ from promo_bridge.domain.commands import (
 )
 from promo_bridge.domain.outcomes import ErrorClass, OutcomeStatus
 
-# --------------------------------------------------------------------------- enrolAndEarn page
-
-ENROL_ID = """
-{
-"type" : "CUSTOMER",
-"bulkAction" : "ENROL",
-"promotionDetails" : {
-"programId": 469,
-"promotionId":57099
-},
-"identifierName":"id",
-"customers":
-[
-{
-"identifierValue":"555567088",
-"source":"INSTORE"
-}
-]
-}
-"""
-ENROL_MOBILE = """
-{
-"type" : "CUSTOMER",
-"bulkAction" : "ENROL",
-"promotionDetails" : {
-"programId": 469,
-"promotionId":69218
-},
-"identifierName":"mobile",
-"customers":
-[
-{
-"identifierValue":"11223569865",
-"source":"INSTORE"
-},
-{
-"identifierValue":"919986000586",
-"source":"INSTORE"
-}
-]
-}
-"""
-EARN_ID = """
-{
-"type" : "CUSTOMER",
-"bulkAction" : "EARN",
-"promotionDetails" : {
-"programId": 469,
-"promotionId":57099
-},
-"identifierName":"id",
-"customers":
-[
-{
-"identifierValue":"555567088",
-"source":"INSTORE"
-}
-]
-}
-"""
-EARN_MOBILE = """
-{
-"type" : "CUSTOMER",
-"bulkAction" : "EARN",
-"promotionDetails" : {
-"programId": 469,
-"promotionId":69218
-},
-"identifierName":"mobile",
-"customers":
-[
-{
-"identifierValue":"11223569865",
-"source":"INSTORE"
-},
-{
-"identifierValue":"919986000586",
-"source":"INSTORE"
-}
-]
-}
-"""
-
-# --------------------------------------------------------------------------- revokeEnrolAndEarn
-
-REVOKE_ENROL_ONE = """
-{
-"type": "CUSTOMER",
-"bulkAction": "REVOKE_ENROL",
-"promotionDetails": {
-"programId": 2714,
-"promotionId": "202779"
-// "promoIdentifier": "95c77d88-470c-4dd3-bde4-606ae1b64277"
-},
-"identifierName": "id",
-"customers": [
-{
-"identifierValue": "423927867",
-"source": "instore"
-}
-]
-}
-"""
-REVOKE_ENROL_TWO = """
-{
-"type": "CUSTOMER",
-"bulkAction": "REVOKE_ENROL",
-"promotionDetails": {
-"programId": 2714,
-"promotionId": "202779"
-// "promoIdentifier": "95c77d88-470c-4dd3-bde4-606ae1b64277"
-},
-"identifierName": "id",
-"customers": [
-{
-"identifierValue": "423927867",
-"source": "instore"
-},
-{
-"identifierValue": "423927868",
-"source": "instore"
-}
-]
-}
-"""
-REVOKE_EARN_IDENTIFIER = """
-{
-"type": "CUSTOMER",
-"bulkAction": "REVOKE_EARN",
-"promotionDetails": {
-"programId": 2714,
-//"promotionId": "202779"
-"promoIdentifier": "95c77d88-470c-4dd3-bde4-606ae1b64277"
-},
-"identifierName": "id",
-"customers": [
-{
-"identifierValue": "423927867",
-"source": "instore"
-}
-]
-}
-"""
-REVOKE_EARN_IDS = """
-{
-"type": "CUSTOMER",
-"bulkAction": "REVOKE_EARN",
-"promotionDetails": {
-"programId": 2714,
-"promoIdentifier": "1d9e540d-ae2c-443f-9d0d-7ac146bf93f2"
-},
-"identifierName": "id",
-"customers": [
-{
-"identifierValue": "423927848",
-"source": "instore",
-"earnIds": [
-959
-]
-},
-{
-"identifierValue": "423927855",
-"source": "instore",
-"earnIds": [
-960,
-963
-]
-},
-{
-"identifierValue": "423927856",
-"source": "instore"
-}
-]
-}
-"""
-
-# --------------------------------------------------------------------------- revokeDirectEarn
-
-DIRECT_REVOKE = """
-{
-    "type":"CUSTOMER",
-   "bulkAction":"REVOKE_EARN",
-   "promotionDetails" : {
-       "programId": 469,
-       "promotionId":5709
-    },
-     "identifierName":"id",
-    "customers":
-    [
-        {
-            "identifierValue":"98662653",
-            "source":"INSTORE"
-        },
-     {
-            "identifierValue":"9866296543",
-            "source":"INSTORE"
-        }
-    ]
-}
-"""
-DIRECT_REVOKE_EARN_IDS = """
-{
-    "type":"CUSTOMER",
-   "promotionDetails" : {
-       "programId": 469,
-       "promotionId":57099
-    },
-     "identifierName":"mobile",
-    "customers":
-    [
-      {
-            "earnIds": 66,67,
-            "identifierValue":"919986000585",
-            "source":"INSTORE"
-        }
-    ]
-}
-"""
-
-# --------------------------------------------------------------------------- unEnroll
-
-UNENROLL = """
-[
-    {
-        "customerId":423789336
-    }
-]
-"""
-
 
 def _page_json(text: str) -> Any:
-    repaired = _strip(text).replace('"earnIds": 66,67,', '"earnIds": [66, 67],')
-    document = json.loads(repaired)
+    document = page_json(text)
     # Documented normalisation: promotionId goes out as the integer the tables specify.
     if isinstance(document, dict):
         details = document["promotionDetails"]
@@ -472,175 +264,11 @@ async def test_unenroll_path_prefix_is_configurable() -> None:
 
 # --------------------------------------------------------------------------- page responses
 
-ENROL_RESPONSE = """
-{
-"response": [
-{"result": {"entityType": "CUSTOMER", "entityId": 423926199, "promotionId": 202188,
- "programId": 2714, "issualId": "847"}, "errors": [], "warnings": []},
-{"result": {"entityType": "CUSTOMER", "entityId": 423926198, "promotionId": 202188,
- "programId": 2714, "issualId": "848"}, "errors": [], "warnings": []},
-{"result": {"entityType": "CUSTOMER", "entityId": 423926200, "promotionId": 202188,
- "programId": 2714, "issualId": "849"}, "errors": [], "warnings": []},
-{"result": {"entityType": "CUSTOMER", "entityId": 423926201, "promotionId": 202188,
- "programId": 2714, "issualId": "850"}, "errors": [], "warnings": []}
-],
-"totalCount": 4,
-"failureCount": 0
-}
-"""
-DIRECT_EARN_RESPONSE = """
-{
-"response": [
-{
-"result": {
-"entityType": "CUSTOMER",
-"entityId": 423926199,
-"promotionId": 202090,
-"programId": 2714,
-"issualId": "837", //this is a dummy Id
-"earnedId": "794"
-},
-"errors": [],
-"warnings": []
-},
-{
-"result": {
-"entityType": "CUSTOMER",
-"entityId": 423926198,
-"promotionId": 202090,
-"programId": 2714,
-"issualId": "838", //this is a dummy Id
-"earnedId": "795"
-},
-"errors": [],
-"warnings": []
-},
-{
-"result": {
-"entityType": "CUSTOMER",
-"entityId": 423926200,
-"promotionId": 202090,
-"programId": 2714,
-"issualId": "839",
-"earnedId": "796"
-},
-"errors": [],
-"warnings": []
-},
-{
-"result": {
-"entityType": "CUSTOMER",
-"entityId": 423926201,
-"promotionId": 202090,
-"programId": 2714,
-"issualId": "840", //this is a dummy Id
-"earnedId": "797"
-},
-"errors": [],
-"warnings": []
-}
-],
-"totalCount": 4,
-"failureCount": 0
-}
-"""
-PARTIAL_RESPONSE = """
-{
-"response": [
-{
-"result": {
-"entityType": "CUSTOMER",
-"entityId": 170940055,
-"promotionId": 74116,
-"programId": 699,
-"issualId": "72",
-"earnedId": "102"
-},
-"errors": [],
-"warnings": []
-},
-{"errors": [{"status": false, "code": 8015,
-  "message": "Customer not found for the given identifiers"}], "warnings": []},
-{"errors": [{"status": false, "code": 8015,
-  "message": "Customer not found for the given identifiers"}], "warnings": []},
-{"errors": [{"status": false, "code": 8015,
-  "message": "Customer not found for the given identifiers"}], "warnings": []}
-],
-"totalCount": 4,
-"failureCount": 3
-}
-"""
-ACTION_NOT_SUPPORTED = """
-{
-"response": [
-{
-"errors": [
-{
-"status": false,
-"message": "bulk action passed not supported for loyalty/generic promotion type",
-"code": 8902
-}
-],
-"warnings": []
-}
-],
-"totalCount": 1,
-"failureCount": 1
-}
-"""
-REVOKE_ENROL_RESPONSE_WITH_ISSUAL_ID = """
-{"response": [
-{"result": {"entityType": "CUSTOMER", "entityId": 423926199, "promotionId": 202188,
- "programId": 2714, "issualId": "847"}, "errors": [], "warnings": []}
-], "totalCount": 1, "failureCount": 0}
-"""
-REVOKE_EARN_RESPONSE = """
-{
-"response": [
-{
-"result": {
-"entityType": "CUSTOMER",
-"entityId": 423927867,
-"promoIdentifier": "95c77d88-470c-4dd3-bde4-606ae1b64277",
-"programId": 2714,
-"revokedEarnIds": [
-974
-]
-},
-"errors": [],
-"warnings": []
-},
-{
-"result": {
-"entityType": "CUSTOMER",
-"entityId": 423927868,
-"promoIdentifier": "95c77d88-470c-4dd3-bde4-606ae1b64277",
-"programId": 2714,
-"revokedEarnIds": [
-975,
-977
-]
-},
-"errors": [],
-"warnings": []
-}
-],
-"totalCount": 2,
-"failureCount": 0
-}
-"""
-UNENROLL_RESPONSE = """
-{
-  "data": 423789336,
-  "errors": null,
-  "warnings": null
-}
-"""
-
 
 def _replying(text: str) -> Any:
     def handler(_request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=_strip(text).encode(), headers={"X-Cap-Requestid": "rq"})
+        content = strip_comments(text).encode()
+        return httpx.Response(200, content=content, headers={"X-Cap-Requestid": "rq"})
 
     return handler
 

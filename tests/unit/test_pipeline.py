@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import RULES_ENROL_BIG_SPENDERS, order_placed
-from promo_bridge.capillary import ApiUnavailable, AuthenticationFailed, UnavailableReason
-from promo_bridge.domain.batcher import MicroBatcher
+from promo_bridge._cli_replay import simulate
 from promo_bridge.domain.commands import Batch
 from promo_bridge.domain.dead_letters import DeadLetterRecord
-from promo_bridge.domain.offsets import OffsetTracker
-from promo_bridge.domain.outcomes import CommandResult, OutcomeRecord, OutcomeStatus
+from promo_bridge.domain.flow import Flow, FlowConfig
+from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeRecord, OutcomeStatus
 from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.pipeline import CommandSender, InputRecord, Pipeline, PipelineConfig
 from runtime_support import wait_until
 
 TOPIC = "orders"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeSender:
@@ -29,16 +30,18 @@ class FakeSender:
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
-        self.failures: list[Callable[[Batch], Exception]] = []
+        self.failures: list[Callable[[Batch], Delivery]] = []
 
-    async def send(self, batch: Batch) -> list[CommandResult]:
+    async def send(self, batch: Batch) -> Delivery:
         self.batches.append(batch)
         if self.failures:
-            raise self.failures.pop(0)(batch)
-        return [
-            CommandResult(c.command_id, OutcomeStatus.APPLIED, batch_id=batch.batch_id)
-            for c in batch.commands
-        ]
+            return self.failures.pop(0)(batch)
+        return Delivery(
+            completed=tuple(
+                CommandResult(c.command_id, OutcomeStatus.APPLIED, batch_id=batch.batch_id)
+                for c in batch.commands
+            )
+        )
 
 
 class FakeSink:
@@ -74,13 +77,13 @@ def make_pipeline(
     rules: str = RULES_ENROL_BIG_SPENDERS,
 ) -> Pipeline:
     return Pipeline(
-        rules=RuleSet.from_yaml(rules),
-        batcher=MicroBatcher(window_ms=window_ms),
-        tracker=OffsetTracker(),
+        flow=Flow(
+            RuleSet.from_yaml(rules), FlowConfig(window_ms=window_ms, unavailable_retry_s=0.01)
+        ),
         sender=sender,
         sink=sink,
         metrics=Metrics(),
-        config=PipelineConfig(unavailable_retry_s=0.01, publish_retry_s=0.01),
+        config=PipelineConfig(publish_retry_s=0.01),
     )
 
 
@@ -135,12 +138,10 @@ async def test_unavailable_keeps_pending_and_publishes_completed(
 ) -> None:
     """Settled results are published, the rest is resent later; nothing is marked failed."""
 
-    def partial(batch: Batch) -> Exception:
+    def partial(batch: Batch) -> Delivery:
         first, *rest = batch.commands
         done = CommandResult(first.command_id, OutcomeStatus.APPLIED)
-        return ApiUnavailable(
-            "down", reason=UnavailableReason.SERVER_ERROR, completed=[done], pending=rest
-        )
+        return Delivery(completed=(done,), pending=tuple(rest), detail="down")
 
     sender.failures.append(partial)
     pipeline.accept([record(i, order_placed(str(i), 6000.0)) for i in range(3)])
@@ -158,13 +159,13 @@ async def test_auth_failure_pauses_then_recovers(
     flagged_at_resend: list[bool] = []
     answer = sender.send
 
-    async def observing_send(batch: Batch) -> list[CommandResult]:
+    async def observing_send(batch: Batch) -> Delivery:
         if sender.batches:
             flagged_at_resend.append(pipeline.auth_failed)
         return await answer(batch)
 
     sender.send = observing_send  # type: ignore[method-assign]
-    sender.failures.append(lambda batch: AuthenticationFailed("no", pending=batch.commands))
+    sender.failures.append(lambda batch: Delivery(pending=batch.commands, auth_refused=True))
     pipeline.accept([record(0, order_placed("1", 6000.0))])
     await until(lambda: len(sink.outcomes) == 1)
     assert flagged_at_resend == [True]
@@ -227,7 +228,7 @@ async def test_in_flight_results_after_reassignment_hold_the_offset_until_all_do
     released: dict[str, asyncio.Event] = {"enrol": asyncio.Event(), "earn": asyncio.Event()}
 
     class GatedSender(FakeSender):
-        async def send(self, batch: Batch) -> list[CommandResult]:
+        async def send(self, batch: Batch) -> Delivery:
             await released[batch.key.action.value].wait()
             return await super().send(batch)
 
@@ -249,3 +250,40 @@ async def test_in_flight_results_after_reassignment_hold_the_offset_until_all_do
     finally:
         task.cancel()
         await engine.aclose()
+
+
+async def test_replay_and_the_service_send_the_same_batches(sink: FakeSink) -> None:
+    """`replay --dry-run` runs the service's flow core: the same input makes the same batches."""
+    lines = []
+    for line in (ROOT / "examples" / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        # One arrival instant for both: the replay clock would otherwise follow `time`.
+        event.pop("time", None)
+        lines.append(json.dumps(event))
+    rules = RuleSet.from_yaml((ROOT / "examples" / "rules.yaml").read_text())
+    config = FlowConfig(window_ms=50)
+    replayed = simulate(rules, "\n".join(lines), TOPIC, config, interval_ms=0)
+
+    sender = FakeSender()
+    engine = Pipeline(flow=Flow(rules, config), sender=sender, sink=sink, metrics=Metrics())
+    task = asyncio.create_task(engine.run_dispatcher())
+    try:
+        engine.accept(record(number, line.encode()) for number, line in enumerate(lines, 1))
+        await until(lambda: engine.pending == 0)
+    finally:
+        task.cancel()
+        await engine.aclose()
+
+    def shape(batches: Iterable[Batch]) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        return sorted(
+            (
+                b.key.endpoint.value,
+                b.key.action.value,
+                b.reason,
+                tuple(c.command_id for c in b.commands),
+            )
+            for b in batches
+        )
+
+    assert len(replayed.batches) == len(sender.batches) > 10
+    assert shape(batch for _, batch in replayed.batches) == shape(sender.batches)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from promo_bridge import cli
 from promo_bridge.settings import AuthMode, SettingsError, load_settings
 
 
@@ -79,3 +80,117 @@ def test_resume_mark_must_be_below_pause_mark(base_env: pytest.MonkeyPatch) -> N
     base_env.setenv("PROMO_BRIDGE_RESUME_PENDING_COMMANDS", "100")
     with pytest.raises(SettingsError, match="PROMO_BRIDGE_RESUME_PENDING_COMMANDS"):
         load_settings()
+
+
+def _refused(variable: str) -> str:
+    """The SettingsError message of the current environment, checked to name `variable`."""
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert variable in message
+    return message
+
+
+SECRET = "s3cret-pw"
+
+# Values that would otherwise fail only once the service connects, as (variable, value).
+REFUSED = [
+    pytest.param("CAPILLARY_BASE_URL", f"https://user:{SECRET}@eu.api.example", id="url-userinfo"),
+    pytest.param("CAPILLARY_BASE_URL", f"https://:{SECRET}@eu.api.example/v2", id="url-password"),
+    pytest.param("CAPILLARY_BASE_URL", "eu.api.capillarytech.com", id="url-no-scheme"),
+    pytest.param("CAPILLARY_BASE_URL", "ftp://eu.api.capillarytech.com", id="url-ftp"),
+    pytest.param("CAPILLARY_BASE_URL", "https://", id="url-no-host"),
+    pytest.param("CAPILLARY_BASE_URL", "http:///v2", id="url-path-only"),
+    pytest.param("CAPILLARY_BASE_URL", "https://eu.api.example:http", id="url-bad-port"),
+    pytest.param("CAPILLARY_BASE_URL", "https://eu.api.example:0", id="url-port-0"),
+    pytest.param("CAPILLARY_BASE_URL", " https://eu.api.example", id="url-space"),
+    pytest.param("CAPILLARY_BASE_URL", "https://eu.api.example?org=1", id="url-query"),
+    pytest.param("CAPILLARY_BASE_URL", "https://eu.api.example/v2#x", id="url-fragment"),
+    pytest.param("KAFKA_BOOTSTRAP_SERVERS", "PLAINTEXT://broker:9092", id="kafka-scheme"),
+    pytest.param("KAFKA_BOOTSTRAP_SERVERS", "broker-1:9092,,broker-2:9092", id="kafka-empty"),
+    pytest.param("KAFKA_BOOTSTRAP_SERVERS", "broker:kafka", id="kafka-bad-port"),
+    pytest.param("KAFKA_BOOTSTRAP_SERVERS", "broker:70000", id="kafka-port-range"),
+    pytest.param("KAFKA_BOOTSTRAP_SERVERS", "[::1:9092", id="kafka-bracket"),
+    pytest.param("KAFKA_BOOTSTRAP_SERVERS", f"user:{SECRET}@broker:9092", id="kafka-userinfo"),
+    pytest.param("KAFKA_BOOTSTRAP_SERVERS", "", id="kafka-blank"),
+    pytest.param("KAFKA_SSL_CAFILE", "/nonexistent/ca.pem", id="ssl-cafile"),
+    pytest.param("KAFKA_SSL_CERTFILE", "/nonexistent/client.pem", id="ssl-certfile"),
+    pytest.param("CAPILLARY_UNENROLL_PATH_PREFIX", "v3.1", id="prefix-relative"),
+    pytest.param("CAPILLARY_UNENROLL_PATH_PREFIX", "/v3.1?org=1", id="prefix-query"),
+    pytest.param("CAPILLARY_UNENROLL_PATH_PREFIX", "https://eu.api.example/v3.1", id="prefix-url"),
+    pytest.param("INPUT_TOPICS", "orders,commerce events", id="topic-space"),
+    pytest.param("OUTCOMES_TOPIC", "promo/outcomes", id="topic-slash"),
+    pytest.param("DLQ_TOPIC", "..", id="topic-dots"),
+    pytest.param("DLQ_TOPIC", "x" * 250, id="topic-long"),
+    pytest.param("GROUP_ID", "", id="group-empty"),
+]
+
+# Forms the clients accept, kept as given.
+ACCEPTED = [
+    ("CAPILLARY_BASE_URL", "http://127.0.0.1:8090"),
+    ("CAPILLARY_BASE_URL", "https://eu.api.capillarytech.com/"),
+    ("CAPILLARY_BASE_URL", "https://[::1]:8443/prefix"),
+    (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "kafka-0.kafka:9092, broker,10.0.0.7:9093,[::1]:9094,[fe80::1],::1",
+    ),
+    ("CAPILLARY_UNENROLL_PATH_PREFIX", ""),
+    ("CAPILLARY_UNENROLL_PATH_PREFIX", "/api/v3.1/"),
+    ("DLQ_TOPIC", "promo-bridge.dlq_v2"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), REFUSED)
+def test_value_that_would_fail_later_fails_start_up(
+    base_env: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A value the service could not connect with is refused at start-up, naming the variable."""
+    base_env.setenv(f"PROMO_BRIDGE_{variable}", value)
+    assert SECRET not in _refused(f"PROMO_BRIDGE_{variable}")
+
+
+@pytest.mark.parametrize(("variable", "value"), ACCEPTED)
+def test_forms_the_clients_read_are_accepted(
+    base_env: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Every form of URL, broker list, prefix and topic that the clients accept is kept as given."""
+    base_env.setenv(f"PROMO_BRIDGE_{variable}", value)
+    assert getattr(load_settings(), variable.lower()) == value
+
+
+def test_base_url_with_credentials_says_where_they_go(base_env: pytest.MonkeyPatch) -> None:
+    """A base URL with user:password is refused pointing at the credential variables."""
+    base_env.setenv("PROMO_BRIDGE_CAPILLARY_BASE_URL", f"https://user:{SECRET}@eu.api.example")
+    message = _refused("PROMO_BRIDGE_CAPILLARY_BASE_URL")
+    assert "must not carry a user or password" in message
+    assert "PROMO_BRIDGE_CAPILLARY_TILL_CODE" in message
+
+
+def test_ssl_key_needs_a_certificate(base_env: pytest.MonkeyPatch, rules: Path) -> None:
+    """A client key without its certificate is refused: aiokafka would ignore the key."""
+    base_env.setenv("PROMO_BRIDGE_KAFKA_SSL_KEYFILE", str(rules))
+    assert "PROMO_BRIDGE_KAFKA_SSL_CERTFILE" in _refused("PROMO_BRIDGE_KAFKA_SSL_KEYFILE")
+
+
+def test_every_problem_on_one_line(base_env: pytest.MonkeyPatch) -> None:
+    """Several bad values make one line that names each variable."""
+    base_env.setenv("PROMO_BRIDGE_CAPILLARY_BASE_URL", "ftp://host")
+    base_env.setenv("PROMO_BRIDGE_BATCH_WINDOW_MS", "soon")
+    message = _refused("PROMO_BRIDGE_CAPILLARY_BASE_URL")
+    assert "PROMO_BRIDGE_BATCH_WINDOW_MS" in message
+    assert message.startswith("invalid settings: ")
+    assert "\n" not in message
+
+
+def test_run_refuses_bad_settings_with_one_line(
+    base_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`promo-bridge run` with a bad base URL exits 2 with one stderr line and no traceback."""
+    base_env.setenv("PROMO_BRIDGE_CAPILLARY_BASE_URL", f"https://user:{SECRET}@eu.api.example")
+    assert cli.main(["run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("promo-bridge: invalid settings: PROMO_BRIDGE_CAPILLARY_BASE_URL: ")
+    assert SECRET not in captured.err
+    assert "Traceback" not in captured.err

@@ -1,17 +1,19 @@
 """Contract tests: the endpoint pages' request examples get the pages' documented answers.
 
-Request and response bodies are copied from shared/capillary-api/ (the four endpoint pages).
-The pages' JavaScript-style comments are removed; where a page's own examples are invalid or
-disagree with each other, the test says so and pins what the simulator does instead.
+Request and response bodies are the four endpoint pages' examples in doc_examples.py (shared
+with the client's contract test), read as JSON without the pages' JavaScript-style comments;
+where a page's own examples are invalid or disagree with each other, the test says so and pins
+what the simulator does instead.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
+import doc_examples as doc
+from doc_examples import page_json
 from promo_bridge.simulator import Catalogue, Faults, Simulator, default_catalogue
 from promo_bridge.simulator._codes import message
 
@@ -19,103 +21,19 @@ ENROL_AND_EARN = "/v2/promotion/bulk/enrolAndEarn"
 REVOKE_ENROL_AND_EARN = "/v2/promotion/bulk/revokeEnrolAndEarn"
 REVOKE_DIRECT_EARN = "/v2/promotion/bulk/revokeDirectEarn"
 
-# -- enrolAndEarn page: request examples ----------------------------------------------------------
+# -- the pages' examples (doc_examples.py) the tests below reuse, as JSON -------------------------
 
-ENROL_ONE_BY_ID = {
-    "type": "CUSTOMER",
-    "bulkAction": "ENROL",
-    "promotionDetails": {"programId": 469, "promotionId": 57099},
-    "identifierName": "id",
-    "customers": [{"identifierValue": "555567088", "source": "INSTORE"}],
-}
-ENROL_TWO_BY_MOBILE = {
-    "type": "CUSTOMER",
-    "bulkAction": "ENROL",
-    "promotionDetails": {"programId": 469, "promotionId": 69218},
-    "identifierName": "mobile",
-    "customers": [
-        {"identifierValue": "11223569865", "source": "INSTORE"},
-        {"identifierValue": "919986000586", "source": "INSTORE"},
-    ],
-}
-EARN_ONE_BY_ID = {**ENROL_ONE_BY_ID, "bulkAction": "EARN"}
-EARN_TWO_BY_MOBILE = {**ENROL_TWO_BY_MOBILE, "bulkAction": "EARN"}
-
-# -- revokeEnrolAndEarn page: request examples (comments removed) ---------------------------------
-
-REVOKE_ENROL_ONE = {
-    "type": "CUSTOMER",
-    "bulkAction": "REVOKE_ENROL",
-    "promotionDetails": {"programId": 2714, "promotionId": "202779"},
-    "identifierName": "id",
-    "customers": [{"identifierValue": "423927867", "source": "instore"}],
-}
-REVOKE_ENROL_TWO = {
-    **REVOKE_ENROL_ONE,
-    "customers": [
-        {"identifierValue": "423927867", "source": "instore"},
-        {"identifierValue": "423927868", "source": "instore"},
-    ],
-}
-REVOKE_EARN_BY_PROMO_IDENTIFIER = {
-    "type": "CUSTOMER",
-    "bulkAction": "REVOKE_EARN",
-    "promotionDetails": {
-        "programId": 2714,
-        "promoIdentifier": "95c77d88-470c-4dd3-bde4-606ae1b64277",
-    },
-    "identifierName": "id",
-    "customers": [{"identifierValue": "423927867", "source": "instore"}],
-}
-REVOKE_EARN_WITH_EARN_IDS = {
-    "type": "CUSTOMER",
-    "bulkAction": "REVOKE_EARN",
-    "promotionDetails": {
-        "programId": 2714,
-        "promoIdentifier": "1d9e540d-ae2c-443f-9d0d-7ac146bf93f2",
-    },
-    "identifierName": "id",
-    "customers": [
-        {"identifierValue": "423927848", "source": "instore", "earnIds": [959]},
-        {"identifierValue": "423927855", "source": "instore", "earnIds": [960, 963]},
-        {"identifierValue": "423927856", "source": "instore"},
-    ],
-}
-
-# -- revokeDirectEarn page: request examples ------------------------------------------------------
-
-REVOKE_DIRECT_EARN_AS_WRITTEN = {
-    "type": "CUSTOMER",
-    "bulkAction": "REVOKE_EARN",
-    "promotionDetails": {"programId": 469, "promotionId": 5709},
-    "identifierName": "id",
-    "customers": [
-        {"identifierValue": "98662653", "source": "INSTORE"},
-        {"identifierValue": "9866296543", "source": "INSTORE"},
-    ],
-}
-# The page's "With earned Id" example, byte for byte: `"earnIds": 66,67,` is not JSON.
-REVOKE_DIRECT_EARN_WITH_IDS_AS_WRITTEN = """{
-    "type":"CUSTOMER",
-   "promotionDetails" : {
-       "programId": 469,
-       "promotionId":57099
-    },
-     "identifierName":"mobile",
-    "customers":
-    [
-      {
-            "earnIds": 66,67,
-            "identifierValue":"919986000585",
-            "source":"INSTORE"
-        }
-    ]
-}"""
-
-# -- unEnroll page --------------------------------------------------------------------------------
-
-UNENROLL_REQUEST = [{"customerId": 423789336}]
-UNENROLL_RESPONSE = {"data": 423789336, "errors": None, "warnings": None}
+ENROL_ONE_BY_ID = page_json(doc.ENROL_ID)
+ENROL_TWO_BY_MOBILE = page_json(doc.ENROL_MOBILE)
+EARN_ONE_BY_ID = page_json(doc.EARN_ID)
+EARN_TWO_BY_MOBILE = page_json(doc.EARN_MOBILE)
+REVOKE_ENROL_ONE = page_json(doc.REVOKE_ENROL_ONE)
+REVOKE_ENROL_TWO = page_json(doc.REVOKE_ENROL_TWO)
+REVOKE_EARN_BY_PROMO_IDENTIFIER = page_json(doc.REVOKE_EARN_IDENTIFIER)
+REVOKE_EARN_WITH_EARN_IDS = page_json(doc.REVOKE_EARN_IDS)
+REVOKE_DIRECT_EARN_AS_WRITTEN = page_json(doc.DIRECT_REVOKE)
+UNENROLL_REQUEST = page_json(doc.UNENROLL)
+UNENROLL_RESPONSE = page_json(doc.UNENROLL_RESPONSE)
 
 
 def _result(entity_id: int, **fields: Any) -> dict[str, Any]:
@@ -168,14 +86,7 @@ async def test_enrol_response_example_is_reproduced_exactly() -> None:
     """ENROL of four customers answers the page's response example (issualIds 847..850)."""
     sim = _sim(holdings=[])
     status, body = await _post(sim, ENROL_AND_EARN, _bulk("ENROL", 2714, 202188, EXAMPLE_CUSTOMERS))
-    expected = {
-        "response": [
-            _result(int(c), promotionId=202188, programId=2714, issualId=str(847 + i))
-            for i, c in enumerate(EXAMPLE_CUSTOMERS)
-        ],
-        "totalCount": 4,
-        "failureCount": 0,
-    }
+    expected = page_json(doc.ENROL_RESPONSE)
     assert (status, body) == (200, expected)
 
 
@@ -198,12 +109,7 @@ async def test_direct_earn_response_example_is_reproduced_exactly() -> None:
     sequences = {"issual_id_start": 837, "earned_id_start": 794}
     sim = _sim(holdings=[], sequences=sequences)
     status, body = await _post(sim, ENROL_AND_EARN, _bulk("EARN", 2714, 202090, EXAMPLE_CUSTOMERS))
-    expected = [
-        _result(
-            int(c), promotionId=202090, programId=2714, issualId=str(837 + i), earnedId=str(794 + i)
-        )
-        for i, c in enumerate(EXAMPLE_CUSTOMERS)
-    ]
+    expected = page_json(doc.DIRECT_EARN_RESPONSE)["response"]
     assert (status, body) == (200, {"response": expected, "totalCount": 4, "failureCount": 0})
 
 
@@ -216,17 +122,7 @@ async def test_earn_8015_partial_example_is_reproduced_exactly() -> None:
     )
     ids = ["170940055", "555000001", "555000002", "555000003"]
     status, body = await _post(sim, ENROL_AND_EARN, _bulk("EARN", 699, 74116, ids))
-    not_found = _failed(8015, "Customer not found for the given identifiers")
-    expected = {
-        "response": [
-            _result(170940055, promotionId=74116, programId=699, issualId="72", earnedId="102"),
-            not_found,
-            not_found,
-            not_found,
-        ],
-        "totalCount": 4,
-        "failureCount": 3,
-    }
+    expected = page_json(doc.PARTIAL_RESPONSE)
     assert (status, body) == (200, expected)
 
 
@@ -240,17 +136,7 @@ async def test_revoke_earn_by_promo_identifier_example_is_reproduced_exactly() -
         ],
     }
     status, answer = await _post(_sim(), REVOKE_ENROL_AND_EARN, body)
-    identifier = "95c77d88-470c-4dd3-bde4-606ae1b64277"
-    expected = {
-        "response": [
-            _result(423927867, promoIdentifier=identifier, programId=2714, revokedEarnIds=[974]),
-            _result(
-                423927868, promoIdentifier=identifier, programId=2714, revokedEarnIds=[975, 977]
-            ),
-        ],
-        "totalCount": 2,
-        "failureCount": 0,
-    }
+    expected = page_json(doc.REVOKE_EARN_RESPONSE)
     assert (status, answer) == (200, expected)
 
 
@@ -395,7 +281,7 @@ async def test_revoke_direct_earn_example_with_earn_ids_is_not_json_and_answers_
     async with sim.client() as client:
         response = await client.post(
             REVOKE_DIRECT_EARN,
-            content=REVOKE_DIRECT_EARN_WITH_IDS_AS_WRITTEN,
+            content=doc.DIRECT_REVOKE_EARN_IDS,
             headers={"Content-Type": "application/json"},
         )
     assert response.status_code == 400
@@ -404,9 +290,7 @@ async def test_revoke_direct_earn_example_with_earn_ids_is_not_json_and_answers_
 
 async def test_revoke_direct_earn_example_with_earn_ids_fixed_revokes_them() -> None:
     """The "With earned Id" example with earnIds as a list revokes 66 and 67."""
-    body = json.loads(
-        REVOKE_DIRECT_EARN_WITH_IDS_AS_WRITTEN.replace('"earnIds": 66,67,', '"earnIds": [66, 67],')
-    )
+    body = page_json(doc.DIRECT_REVOKE_EARN_IDS)
     status, answer = await _post(_sim(), REVOKE_DIRECT_EARN, body)
     assert status == 200
     _assert_bulk_shape(answer, 1)

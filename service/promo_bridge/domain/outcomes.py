@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promo_bridge.domain.commands import Command
+from promo_bridge.domain.commands import Batch, Command
 
 
 class OutcomeStatus(StrEnum):
@@ -49,6 +51,37 @@ class CommandResult:
     request_id: str | None = None
     batch_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What sending one batch came to: the sender port's answer to the engine.
+
+    `completed` holds final results (publish them); `pending` the commands without one (the API
+    was unavailable or refused the credentials: keep them, send them later, publish nothing for
+    them yet). A delivery with nothing pending is complete.
+    """
+
+    completed: tuple[CommandResult, ...] = ()
+    pending: tuple[Command, ...] = ()
+    # How long the API asked not to be called (Retry-After), if it asked.
+    pause_s: float | None = None
+    # The credentials were refused (also after a token refresh): pause until a call succeeds.
+    auth_refused: bool = False
+    # Requests that carried each pending command during this send, by command_id.
+    attempts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # Why commands are pending, for logs: codes and counts only, never credentials.
+    detail: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """Every command of the batch has its final result."""
+        return not self.pending
+
+    @classmethod
+    def unsent(cls, batch: Batch, detail: str) -> Delivery:
+        """Nothing of the batch settled (e.g. the sender failed unexpectedly): keep it all."""
+        return cls(pending=batch.commands, detail=detail)
 
 
 class OutcomeRecord(BaseModel):

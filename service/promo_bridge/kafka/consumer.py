@@ -18,10 +18,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from promo_bridge.domain.flow import InputRecord, PauseReason
 from promo_bridge.observability.metrics import Metrics
-from promo_bridge.pipeline import InputRecord, Pipeline
+from promo_bridge.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
+
+
+_PAUSE_EVENTS = {PauseReason.AUTH: "auth_pause", PauseReason.BACKPRESSURE: "backpressure_pause"}
+_RESUME_EVENTS = {PauseReason.AUTH: "auth_resume", PauseReason.BACKPRESSURE: "backpressure_resume"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +38,6 @@ class ConsumerLoopConfig:
     poll_timeout_ms: int = 200
     commit_interval_s: float = 1.0
     drain_timeout_s: float = 20.0
-    max_pending: int = 10_000
-    resume_below: int = 5_000
     error_backoff_initial_s: float = 0.5
     error_backoff_max_s: float = 30.0
     # /readyz turns false when no fetch has succeeded for this long.
@@ -61,8 +64,7 @@ class ConsumerLoop:
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = clock()
         self._last_fetch_ok: float | None = None
-        self._backpressure = False
-        self._auth_paused = False
+        self._pause_reason: PauseReason | None = None
         self._paused: set[TopicPartition] = set()
         self._commit_lock = asyncio.Lock()
 
@@ -78,11 +80,6 @@ class ConsumerLoop:
         """True while fetches succeed."""
         last = self._last_fetch_ok
         return last is not None and self._clock() - last < self._config.broker_stale_s
-
-    @property
-    def paused_for_backpressure(self) -> bool:
-        """True while pending commands are above the high-water mark."""
-        return self._backpressure
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -149,24 +146,13 @@ class ConsumerLoop:
             self._update_lag()
 
     def _apply_flow_control(self) -> None:
-        pending = self._pipeline.pending
-        if not self._backpressure and pending >= self._config.max_pending:
-            self._backpressure = True
-            self._metrics.partition_pauses.labels("backpressure").inc()
-            log.info("backpressure_pause", pending=pending)
-        elif self._backpressure and pending < self._config.resume_below:
-            self._backpressure = False
-            log.info("backpressure_resume", pending=pending)
-        auth_failed = self._pipeline.auth_failed
-        if auth_failed and not self._auth_paused:
-            self._metrics.partition_pauses.labels("auth").inc()
-            log.warning("auth_pause", pending=pending)
-        elif self._auth_paused and not auth_failed:
-            log.info("auth_resume", pending=pending)
-        self._auth_paused = auth_failed
+        """Pause or resume every assigned partition as the engine's core decides."""
+        reason = self._pipeline.pause_reason()
+        if reason is not self._pause_reason:
+            self._log_pause_change(self._pause_reason, reason)
+            self._pause_reason = reason
         assignment = self._consumer.assignment()
-        want_paused = self._backpressure or auth_failed
-        if want_paused:
+        if reason is not None:
             to_pause = assignment - self._paused
             if to_pause:
                 self._consumer.pause(*to_pause)
@@ -175,6 +161,14 @@ class ConsumerLoop:
             self._consumer.resume(*(self._paused & assignment))
             self._paused = set()
         self._metrics.paused_partitions.set(len(self._paused))
+
+    def _log_pause_change(self, before: PauseReason | None, after: PauseReason | None) -> None:
+        pending = self._pipeline.pending
+        if before is not None:
+            log.info(_RESUME_EVENTS[before], pending=pending)
+        if after is not None:
+            self._metrics.partition_pauses.labels(after.value).inc()
+            log.info(_PAUSE_EVENTS[after], pending=pending)
 
     async def commit(self) -> None:
         """Commit the watermark of every partition that moved; failures are retried later."""

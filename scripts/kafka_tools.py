@@ -1,4 +1,4 @@
-"""Kafka helpers for `make run`, the tests and the benchmarks; not used by the service itself.
+"""Kafka helpers for `make run` (scripts/demo.py) and the tests; not part of the service.
 
 They talk to a real broker: create topics, produce CloudEvents keyed by customer, read a topic
 from the start, and compare a group's committed offsets with the end of its partitions.

@@ -1,0 +1,50 @@
+"""`promo-bridge run`: the service, configured by PROMO_BRIDGE_* environment variables.
+
+Exit 2, with one line on stderr, when the settings or the rules are invalid; otherwise run
+until stopped and exit 0.
+"""
+
+# The service's modules are imported inside `run`, so that the other commands start fast and
+# never load Kafka or HTTP.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `run` on the main parser's subparsers."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run the service (configured by PROMO_BRIDGE_* environment variables)",
+        description="Run the service. Every setting is an environment variable PROMO_BRIDGE_*;"
+        " see README.md.",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(_: argparse.Namespace) -> int:
+    """`run`: check the settings, build the service, serve until stopped."""
+    from promo_bridge.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"promo-bridge: {exc}", file=sys.stderr)
+        return 2
+
+    from promo_bridge.domain.rules import RulesError
+    from promo_bridge.observability.logging import configure_logging
+    from promo_bridge.runtime import build_service, run_service
+
+    configure_logging(settings.log_level, settings.log_format.value)
+    try:
+        service = build_service(settings)
+    except (SettingsError, RulesError) as exc:
+        print(f"promo-bridge: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(run_service(service))
+    return 0

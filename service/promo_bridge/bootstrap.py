@@ -1,0 +1,173 @@
+"""Settings into every component's configuration, in one place, checked before anything starts.
+
+`configure(settings)` is the only code that reads `Settings` field by field: the Kafka edge, the
+Capillary client, the flow core, the shell and the consumer loop each get a configuration value
+of their own and never see the settings. A value that the settings model accepted but a
+component refuses fails here, at start-up, as a `SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr, ValidationError
+
+from promo_bridge.capillary import BasicAuth, ClientConfig, OAuthAuth
+from promo_bridge.domain.flow import FlowConfig
+from promo_bridge.kafka.consumer import ConsumerLoopConfig
+from promo_bridge.kafka.producer import producer_options
+from promo_bridge.pipeline import PipelineConfig
+from promo_bridge.settings import (
+    ENV_PREFIX,
+    AuthMode,
+    KafkaSecurityProtocol,
+    Settings,
+    SettingsError,
+    describe_invalid,
+)
+
+_CLIENT_FIELD_VARIABLES: Mapping[str, str] = MappingProxyType(
+    {
+        # The Capillary client's configuration fields, and the variables they come from.
+        "base_url": "CAPILLARY_BASE_URL",
+        "batch_limits": "CAPILLARY_REVOKE_DIRECT_EARN_BATCH_SIZE",
+        "calls_per_minute": "CAPILLARY_CALLS_PER_MINUTE",
+        "max_in_flight": "CAPILLARY_MAX_IN_FLIGHT",
+        "connect_timeout_s": "CAPILLARY_CONNECT_TIMEOUT_S",
+        "read_timeout_s": "CAPILLARY_READ_TIMEOUT_S",
+        "max_attempts": "CAPILLARY_MAX_ATTEMPTS",
+        "unenroll_path_prefix": "CAPILLARY_UNENROLL_PATH_PREFIX",
+        "unenroll_not_enrolled_codes": "CAPILLARY_UNENROLL_NOT_ENROLLED_CODES",
+        "till_code": "CAPILLARY_TILL_CODE",
+        "password": "CAPILLARY_PASSWORD",
+        "key": "CAPILLARY_OAUTH_KEY",
+        "secret": "CAPILLARY_OAUTH_SECRET",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Every component's configuration (see the module docstring)."""
+
+    # Shared by the consumer, the producer and the start-up probe.
+    kafka: Mapping[str, Any]
+    consumer: Mapping[str, Any]
+    producer: Mapping[str, Any]
+    outcomes_topic: str
+    dlq_topic: str
+    client: ClientConfig
+    flow: FlowConfig
+    pipeline: PipelineConfig
+    loop: ConsumerLoopConfig
+    ops_host: str
+    ops_port: int
+
+
+def configure(settings: Settings) -> ServiceConfig:
+    """Turn settings into each component's configuration; SettingsError naming the variable."""
+    client = _client_config(settings)
+    return ServiceConfig(
+        kafka=MappingProxyType(_kafka_options(settings)),
+        consumer=MappingProxyType(
+            {
+                "group_id": settings.group_id,
+                "enable_auto_commit": False,
+                "auto_offset_reset": "earliest",
+                "max_poll_records": settings.max_poll_records,
+            }
+        ),
+        producer=MappingProxyType(producer_options(idempotence=settings.producer_idempotence)),
+        outcomes_topic=settings.outcomes_topic,
+        dlq_topic=settings.dlq_topic,
+        client=client,
+        flow=settings.flow_config(),
+        pipeline=PipelineConfig(),
+        loop=ConsumerLoopConfig(
+            topics=tuple(settings.input_topics),
+            max_poll_records=settings.max_poll_records,
+            commit_interval_s=settings.commit_interval_ms / 1000,
+            drain_timeout_s=settings.drain_timeout_s,
+        ),
+        ops_host=settings.http_host,
+        ops_port=settings.http_port,
+    )
+
+
+def _client_config(settings: Settings) -> ClientConfig:
+    auth: BasicAuth | OAuthAuth
+    # The settings model checked that the credentials of the chosen mode are present.
+    missing = SecretStr("")
+    try:
+        if settings.capillary_auth is AuthMode.BASIC:
+            auth = BasicAuth(
+                till_code=settings.capillary_till_code or "",
+                password=settings.capillary_password or missing,
+            )
+        else:
+            auth = OAuthAuth(
+                key=settings.capillary_oauth_key or "",
+                secret=settings.capillary_oauth_secret or missing,
+            )
+        return ClientConfig(
+            base_url=settings.capillary_base_url,
+            auth=auth,
+            batch_limits=settings.batch_limits(),
+            calls_per_minute=settings.capillary_calls_per_minute,
+            max_in_flight=settings.capillary_max_in_flight,
+            connect_timeout_s=settings.capillary_connect_timeout_s,
+            read_timeout_s=settings.capillary_read_timeout_s,
+            max_attempts=settings.capillary_max_attempts,
+            unenroll_path_prefix=settings.capillary_unenroll_path_prefix,
+            unenroll_not_enrolled_codes=frozenset(settings.capillary_unenroll_not_enrolled_codes),
+        )
+    except ValidationError as exc:
+        raise SettingsError(describe_invalid(exc, _CLIENT_FIELD_VARIABLES)) from None
+
+
+def _kafka_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": settings.kafka_client_id,
+        "security_protocol": settings.kafka_security_protocol.value,
+    }
+    if settings.kafka_security_protocol in {
+        KafkaSecurityProtocol.SSL,
+        KafkaSecurityProtocol.SASL_SSL,
+    }:
+        options["ssl_context"] = _ssl_context(settings)
+    if settings.kafka_sasl_mechanism is not None:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism.value
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        password = settings.kafka_sasl_password
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    files = {
+        "KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            **{
+                name.removeprefix("KAFKA_SSL_").lower(): str(path) if path else None
+                for name, path in files.items()
+            }
+        )
+    except (OSError, ssl.SSLError) as exc:
+        # Which file is unreadable or not PEM is what the operator needs; the reason is
+        # OpenSSL's or the OS's and carries no secret.
+        named = ", ".join(f"{ENV_PREFIX}{name}" for name, path in files.items() if path)
+        raise SettingsError(
+            f"invalid settings: {named or ENV_PREFIX + 'KAFKA_SSL_*'}: cannot build the TLS "
+            f"context: {exc.__class__.__name__}: {exc.strerror or exc}"
+        ) from None
+    return context

@@ -1,0 +1,396 @@
+"""The flow core: how records, commands, results and offsets move, as pure state.
+
+No asyncio, no Kafka, no HTTP: every method that depends on time takes `now` (seconds on one
+monotonic clock), and the async shell (pipeline.py) does the waiting and the I/O. The core owns:
+
+- the micro-batcher (lanes and buckets) and the offset watermark;
+- the commands accepted and not yet published (`_accepted`), with when their event arrived and
+  how many requests already carried them (`attempts` counts across requeues);
+- followers: positions of redelivered copies of a pending command, complete with the original;
+- orphans: in-flight commands of partitions let go, whose results must not touch the watermark
+  of an offset that may be tracked again by then;
+- the API hold (after the API was unavailable or asked for a pause) and the refused-credentials
+  flag;
+- flow control: the partitions pause above `max_pending` and resume below `resume_below`, and
+  pause while the credentials are refused.
+
+A command's life: `accept` (decoded, rules applied, bucketed, offset tracked) → `ready` or
+`drain` (handed out in a batch) → `delivered` (the sender's `Delivery`: settled results come
+back as `Completion`s to publish, pending commands go back to their buckets and hold the API) →
+`published` (the outcomes are acknowledged: the lane moves on, the watermark moves forward).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from promo_bridge.domain.batcher import DEFAULT_WINDOW_MS, MicroBatcher
+from promo_bridge.domain.commands import (
+    DEFAULT_BATCH_LIMITS,
+    Batch,
+    Command,
+    Endpoint,
+    EventPosition,
+)
+from promo_bridge.domain.events import EventDecodeError, decode_event
+from promo_bridge.domain.offsets import OffsetTracker
+from promo_bridge.domain.outcomes import CommandResult, Delivery
+from promo_bridge.domain.rules import RuleSet, SkippedAction
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """A consumed Kafka record, reduced to what the engine needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """The engine's limits; units are in the names."""
+
+    window_ms: int = DEFAULT_WINDOW_MS
+    batch_limits: Mapping[Endpoint, int] = field(default_factory=lambda: dict(DEFAULT_BATCH_LIMITS))
+    # Pause the partitions at this many pending commands, resume below `resume_below`.
+    max_pending: int = 10_000
+    resume_below: int = 5_000
+    # After the API was unavailable, nothing is sent for this long (or the longer pause it asked).
+    unavailable_retry_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        if not 0 <= self.resume_below < self.max_pending:
+            raise ValueError("resume_below must be between 0 and max_pending - 1")
+        if self.unavailable_retry_s < 0:
+            raise ValueError("unavailable_retry_s must not be negative")
+
+
+class PauseReason(StrEnum):
+    """Why the consumer's partitions should be paused."""
+
+    AUTH = "auth"
+    BACKPRESSURE = "backpressure"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record that could not be decoded: it goes to the DLQ, and completes when it is there."""
+
+    record: InputRecord
+    reason: str
+    # Tells this refusal from one of the same record read again after a re-assignment.
+    seq: int
+
+
+@dataclass(slots=True)
+class Intake:
+    """What `accept` did with a fetch's records, for metrics, logs and the DLQ."""
+
+    # (topic, event type) of every decoded event.
+    consumed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refused: list[Refusal] = field(default_factory=list)
+    # (rule, event id, error) of conditions that could not be evaluated.
+    rule_errors: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, SkippedAction]] = field(default_factory=list)
+    # Commands the rules made: new ones, and copies of a pending or recent one (not sent).
+    accepted: list[Command] = field(default_factory=list)
+    duplicates: list[Command] = field(default_factory=list)
+
+    @property
+    def commands(self) -> list[Command]:
+        """Every command the rules made, duplicates included."""
+        return self.accepted + self.duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A command with its final result, to be published as one outcome record."""
+
+    command: Command
+    result: CommandResult
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class _Accepted:
+    command: Command
+    received_at: datetime
+    # Requests that carried the command in earlier sends (requeued after ApiUnavailable).
+    attempts: int = 0
+
+
+class Flow:
+    """The engine's state and its decisions; see the module docstring."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        config: FlowConfig | None = None,
+        *,
+        id_factory: Callable[[], str] | None = None,
+    ) -> None:
+        self._rules = rules
+        self._config = config or FlowConfig()
+        self._batcher = MicroBatcher(
+            self._config.batch_limits, self._config.window_ms, id_factory=id_factory
+        )
+        self._tracker = OffsetTracker()
+        self._accepted: dict[str, _Accepted] = {}
+        self._followers: dict[str, list[EventPosition]] = {}
+        self._orphans: set[str] = set()
+        # Refusals whose DLQ record is not acknowledged yet, by seq: their partition while their
+        # offset is tracked, None once it was let go (the offset may be tracked again by then).
+        self._letters: dict[int, TopicPartition | None] = {}
+        self._letter_seq = 0
+        self._hold_until = 0.0
+        self._auth_refused = False
+        self._backpressure = False
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Commands and dead letters accepted and not yet acknowledged on their topic."""
+        return self._batcher.pending_count + len(self._letters)
+
+    @property
+    def in_flight(self) -> int:
+        """Commands handed out in batches and not yet published or requeued."""
+        return self._batcher.in_flight_count
+
+    @property
+    def auth_refused(self) -> bool:
+        """True while Capillary refuses the credentials; cleared by the next complete delivery."""
+        return self._auth_refused
+
+    def held(self, now: float) -> bool:
+        """Whether sending waits for the API's pause to end."""
+        return now < self._hold_until
+
+    def pause_reason(self) -> PauseReason | None:
+        """Why the partitions should be paused now, if they should."""
+        if self._auth_refused:
+            return PauseReason.AUTH
+        if self._backpressure:
+            return PauseReason.BACKPRESSURE
+        return None
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def accept(self, records: Iterable[InputRecord], now: float, received_at: datetime) -> Intake:
+        """Decode, apply the rules, batch and track each record; never drops one."""
+        intake = Intake()
+        for record in records:
+            self._accept_one(record, now, received_at, intake)
+        self._update_backpressure()
+        return intake
+
+    def _accept_one(
+        self, record: InputRecord, now: float, received_at: datetime, intake: Intake
+    ) -> None:
+        position = EventPosition(record.topic, record.partition, record.offset)
+        try:
+            event = decode_event(record.value or b"")
+        except EventDecodeError as exc:
+            self._tracker.track(position, 1)
+            self._letter_seq += 1
+            self._letters[self._letter_seq] = (record.topic, record.partition)
+            intake.refused.append(Refusal(record, str(exc), self._letter_seq))
+            return
+        intake.consumed[(record.topic, event.type)] += 1
+        verdicts = self._rules.evaluate(event, position)
+        intake.rule_errors.extend((rule, event.id, error) for rule, error in verdicts.errors)
+        intake.skipped.extend(verdicts.skipped)
+        commands = verdicts.commands
+        self._tracker.track(position, len(commands))
+        for command in commands:
+            command_id = command.command_id
+            if self._batcher.add(command, now):
+                self._accepted[command_id] = _Accepted(command, received_at)
+                intake.accepted.append(command)
+                continue
+            intake.duplicates.append(command)
+            if command_id in self._accepted:
+                # The same command is still pending (maybe in flight from before a rebalance):
+                # its outcome covers this copy, so this event completes only with it.
+                self._followers.setdefault(command_id, []).append(position)
+            else:
+                # Completed recently: the outcome is already on the topic.
+                self._tracker.command_done(position)
+
+    def dead_letter_published(self, refusal: Refusal) -> None:
+        """The DLQ record of a refused record is acknowledged: its offset may move on."""
+        if self._letters.pop(refusal.seq) is not None:
+            record = refusal.record
+            self._tracker.command_done(EventPosition(record.topic, record.partition, record.offset))
+        self._update_backpressure()
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def ready(self, now: float) -> list[Batch]:
+        """Batches due now (full, or their window passed); none while the API is held."""
+        if self.held(now):
+            return []
+        return self._batcher.ready(now)
+
+    def next_deadline(self, now: float) -> float | None:
+        """When `ready` may next release a batch; None when nothing is waiting."""
+        deadline = self._batcher.next_deadline()
+        if deadline is not None and self.held(now):
+            return max(deadline, self._hold_until)
+        return deadline
+
+    def drain(self, now: float, partitions: set[TopicPartition] | None = None) -> list[Batch]:
+        """Every bucketed command of `partitions` (None: all), due or not; none while held.
+
+        Commands behind an in-flight head stay in their lane: call again as results come in.
+        """
+        if self.held(now):
+            return []
+        if partitions is None:
+            return self._batcher.flush_all(now)
+        return self._batcher.flush_all(
+            now, where=lambda c: (c.position.topic, c.position.partition) in partitions
+        )
+
+    def incomplete(self, partitions: set[TopicPartition] | None = None) -> bool:
+        """Whether `partitions` (None: anything) hold work without its outcome acknowledged."""
+        if partitions is None:
+            return self.pending > 0 or self._tracker.pending_count > 0
+        return any(self._tracker.has_incomplete(tp) for tp in partitions)
+
+    # -- results --------------------------------------------------------------------------
+
+    def delivered(self, batch: Batch, delivery: Delivery, now: float) -> list[Completion]:
+        """Take the sender's answer for a batch: settled results to publish, the rest requeued.
+
+        Pending commands go back to their buckets and sending holds for the API's pause; the
+        settled ones stay in flight (their lanes blocked) until `published`.
+        """
+        by_id = {command.command_id: command for command in batch.commands}
+        completions = []
+        for answer in delivery.completed:
+            # An in-flight command stays accepted until published, even if its partition went.
+            accepted = self._accepted[answer.command_id]
+            result = answer
+            if accepted.attempts:
+                result = dataclasses.replace(answer, attempts=answer.attempts + accepted.attempts)
+            completions.append(Completion(by_id[answer.command_id], result, accepted.received_at))
+        if delivery.pending:
+            for command in delivery.pending:
+                self._accepted[command.command_id].attempts += delivery.attempts.get(
+                    command.command_id, 0
+                )
+            self._batcher.requeue(delivery.pending)
+            self._drop_unclaimed_orphans(delivery.pending)
+            wait_s = max(self._config.unavailable_retry_s, delivery.pause_s or 0.0)
+            self._hold_until = max(self._hold_until, now + wait_s)
+        if delivery.auth_refused:
+            self._auth_refused = True
+        elif not delivery.pending:
+            self._auth_refused = False
+        return completions
+
+    def published(self, completions: Iterable[Completion]) -> None:
+        """Outcome records are acknowledged: lanes move on and offsets complete."""
+        done = [completion.command for completion in completions]
+        self._batcher.complete(done)
+        for command in done:
+            command_id = command.command_id
+            self._accepted.pop(command_id, None)
+            if command_id in self._orphans:
+                # Its partition was let go while it was in flight; the offset it held may be
+                # tracked again (re-assigned here), as a follower of this very command.
+                self._orphans.discard(command_id)
+            else:
+                self._tracker.command_done(command.position)
+            for follower in self._followers.pop(command_id, ()):
+                self._tracker.command_done(follower)
+        self._update_backpressure()
+
+    # -- offsets and partitions -----------------------------------------------------------
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Offsets to commit now (the next offset to read per partition)."""
+        return self._tracker.committable()
+
+    def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Those offsets are stored by the group."""
+        self._tracker.mark_committed(offsets)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop what is left of partitions this instance no longer owns."""
+        partition_set = set(partitions)
+
+        def owned_by_them(command: Command) -> bool:
+            return (command.position.topic, command.position.partition) in partition_set
+
+        for command in self._batcher.discard(owned_by_them):
+            self._accepted.pop(command.command_id, None)
+            # A requeued orphan may be discarded now: a later copy of it is a new command.
+            self._orphans.discard(command.command_id)
+            # The partition's new owner re-reads and sends the command; copies of it read
+            # here from partitions this instance keeps need not wait for that.
+            for follower in self._followers.pop(command.command_id, ()):
+                self._tracker.command_done(follower)
+        # Copies read from those partitions must not complete an offset tracked again later.
+        for command_id, positions in list(self._followers.items()):
+            kept = [p for p in positions if (p.topic, p.partition) not in partition_set]
+            if kept:
+                self._followers[command_id] = kept
+            else:
+                del self._followers[command_id]
+        # What discard() left of those partitions is in flight: its result must not touch
+        # the watermark of an offset that may be tracked again by then.
+        self._orphans.update(
+            command_id
+            for command_id, accepted in self._accepted.items()
+            if owned_by_them(accepted.command)
+        )
+        self._tracker.forget_partitions(partition_set)
+        for seq, tp in self._letters.items():
+            if tp in partition_set:
+                self._letters[seq] = None
+        self._update_backpressure()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _drop_unclaimed_orphans(self, pending: Iterable[Command]) -> None:
+        """Pending commands of partitions let go are not resent unless a copy here waits.
+
+        The partition's new owner re-reads and sends them; a copy read here since (the
+        partition came back, or the same event sits on another partition) is a follower, and
+        then this instance sends the command for it.
+        """
+        unclaimed = {
+            command.command_id
+            for command in pending
+            if command.command_id in self._orphans and command.command_id not in self._followers
+        }
+        if not unclaimed:
+            return
+        self._batcher.discard(lambda command: command.command_id in unclaimed)
+        for command_id in unclaimed:
+            self._accepted.pop(command_id)
+            self._orphans.discard(command_id)
+
+    def _update_backpressure(self) -> None:
+        pending = self.pending
+        if not self._backpressure and pending >= self._config.max_pending:
+            self._backpressure = True
+        elif self._backpressure and pending < self._config.resume_below:
+            self._backpressure = False

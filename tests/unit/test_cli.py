@@ -1,0 +1,35 @@
+"""The `promo-bridge` parser: one command per module, and the service loaded only by `run`."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from cli_support import RULES
+
+from promo_bridge.cli import build_parser
+
+
+def test_every_command_is_registered() -> None:
+    """The top-level parser offers run, rules, replay and simulate-api, in that order."""
+    [commands] = [
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    assert list(commands.choices) == ["run", "rules", "replay", "simulate-api"]
+
+
+def test_rules_check_loads_no_kafka() -> None:
+    """`rules check` runs without importing aiokafka: the service's modules load only for `run`."""
+    script = (
+        "import sys\n"
+        "from promo_bridge.cli import main\n"
+        f"code = main(['rules', 'check', {str(RULES)!r}])\n"
+        "print(code, 'aiokafka' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.splitlines()[-1] == "0 False"

@@ -1,0 +1,433 @@
+"""The flow core: records in, batches out, results back, offsets forward, with plain values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from harness import order_placed
+from promo_bridge.domain.commands import Batch, Endpoint, EventPosition
+from promo_bridge.domain.events import EventDecodeError, decode_event
+from promo_bridge.domain.flow import (
+    Completion,
+    Flow,
+    FlowConfig,
+    InputRecord,
+    PauseReason,
+    Refusal,
+)
+from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
+from promo_bridge.domain.rules import RuleSet
+
+TOPIC = "orders"
+AT = datetime(2026, 11, 29, tzinfo=UTC)
+
+# Two commands on one lane (enrol, then earn) for big orders, and one on another promotion.
+RULES = """\
+program_id: 2714
+promotions:
+  big: {promotion_id: 202779, type: ENROL_AND_ISSUE}
+  direct: {promotion_id: 202780, type: DIRECT_ISSUE}
+rules:
+  - name: big-order
+    on: order.placed
+    when: "event.data.total.amount >= 5000.0"
+    then: [{enrol: big}, {earn: big}]
+  - name: coupon
+    on: order.placed
+    then: [{earn: direct}]
+"""
+
+
+def record(offset: int, event: dict[str, Any] | bytes, partition: int = 0) -> InputRecord:
+    value = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return InputRecord(TOPIC, partition, offset, b"k", value)
+
+
+def applied(batch: Batch, commands: Iterable[Any] | None = None) -> Delivery:
+    chosen = batch.commands if commands is None else commands
+    return Delivery(
+        completed=tuple(CommandResult(c.command_id, OutcomeStatus.APPLIED) for c in chosen)
+    )
+
+
+def make_flow(**config: Any) -> Flow:
+    return Flow(RuleSet.from_yaml(RULES), FlowConfig(**config))
+
+
+def run_to_end(flow: Flow, now: float) -> list[Batch]:
+    """Send, answer `applied` and publish until nothing is left; the batches in order."""
+    sent: list[Batch] = []
+    while batches := flow.drain(now):
+        for batch in batches:
+            sent.append(batch)
+            flow.published(flow.delivered(batch, applied(batch), now))
+    return sent
+
+
+# -- examples ----------------------------------------------------------------------------------
+
+
+def test_a_lane_runs_in_event_order_and_the_watermark_follows_outcomes() -> None:
+    """The earn waits for its enrol; the offset completes only when all three are published."""
+    flow = make_flow(window_ms=0)
+    intake = flow.accept([record(0, order_placed("1", 6000.0))], 0.0, AT)
+    assert [c.action.value for c in intake.commands] == ["enrol", "earn", "earn"]
+    first = flow.ready(0.0)
+    assert sorted(b.key.endpoint for b in first) == [
+        Endpoint.ENROL_AND_EARN,
+        Endpoint.ENROL_AND_EARN,
+    ]
+    assert sorted(b.key.action.value for b in first) == ["earn", "enrol"]
+    for batch in first:
+        flow.published(flow.delivered(batch, applied(batch), 0.0))
+    assert flow.committable() == {}
+    (earn,) = flow.ready(0.0)
+    assert earn.key.action.value == "earn"
+    assert earn.commands[0].subject == "big"
+    flow.published(flow.delivered(earn, applied(earn), 0.0))
+    assert flow.committable() == {(TOPIC, 0): 1}
+    assert flow.pending == 0
+
+
+def test_results_are_not_complete_until_published() -> None:
+    """A delivered result holds its offset and its lane until its outcome is acknowledged."""
+    flow = make_flow(window_ms=0)
+    flow.accept([record(0, order_placed("1", 10.0))], 0.0, AT)
+    (batch,) = flow.ready(0.0)
+    completions = flow.delivered(batch, applied(batch), 0.0)
+    assert flow.committable() == {}
+    assert flow.pending == 1
+    flow.published(completions)
+    assert flow.committable() == {(TOPIC, 0): 1}
+
+
+def test_pending_commands_hold_the_api_and_carry_their_attempts() -> None:
+    """An unavailable API holds sending for the longer pause; attempts add up across sends."""
+    flow = make_flow(window_ms=0, unavailable_retry_s=1.0)
+    flow.accept([record(0, order_placed("1", 10.0))], 0.0, AT)
+    (batch,) = flow.ready(0.0)
+    command = batch.commands[0]
+    flow.delivered(
+        batch, Delivery(pending=batch.commands, pause_s=3.0, attempts={command.command_id: 2}), 0.0
+    )
+    assert flow.ready(2.9) == []
+    assert flow.drain(2.9) == []
+    assert flow.next_deadline(2.9) == 3.0
+    (again,) = flow.ready(3.0)
+    result = CommandResult(command.command_id, OutcomeStatus.APPLIED, attempts=1)
+    (completion,) = flow.delivered(again, Delivery(completed=(result,)), 3.0)
+    assert completion.result.attempts == 3
+
+
+def test_refused_credentials_pause_until_a_complete_delivery() -> None:
+    """Auth refusal pauses the partitions; the next complete delivery resumes them."""
+    flow = make_flow(window_ms=0, unavailable_retry_s=0.5)
+    flow.accept([record(0, order_placed("1", 10.0))], 0.0, AT)
+    (batch,) = flow.ready(0.0)
+    flow.delivered(batch, Delivery(pending=batch.commands, auth_refused=True), 0.0)
+    assert flow.pause_reason() is PauseReason.AUTH
+    (batch,) = flow.ready(1.0)
+    flow.published(flow.delivered(batch, applied(batch), 1.0))
+    assert flow.pause_reason() is None
+
+
+def test_backpressure_pauses_at_the_bound_and_resumes_below_the_low_water_mark() -> None:
+    """Pending commands at max_pending pause; only falling below resume_below resumes."""
+    flow = make_flow(window_ms=0, max_pending=3, resume_below=1)
+    flow.accept([record(i, order_placed(str(i), 10.0)) for i in range(3)], 0.0, AT)
+    assert flow.pause_reason() is PauseReason.BACKPRESSURE
+    batches = flow.ready(0.0)
+    (batch,) = batches
+    flow.published(flow.delivered(batch, applied(batch, batch.commands[:2]), 0.0))
+    assert flow.pending == 1
+    assert flow.pause_reason() is PauseReason.BACKPRESSURE
+    flow.published(flow.delivered(batch, applied(batch, batch.commands[2:]), 0.0))
+    assert flow.pause_reason() is None
+
+
+def test_a_redelivered_copy_completes_with_the_original() -> None:
+    """A copy of a pending command is not sent again and its offset waits for the original."""
+    flow = make_flow(window_ms=0)
+    event = order_placed("1", 10.0)
+    flow.accept([record(0, event)], 0.0, AT)
+    intake = flow.accept([record(1, event)], 0.0, AT)
+    assert len(intake.duplicates) == 1
+    (batch,) = flow.ready(0.0)
+    assert len(batch) == 1
+    assert flow.committable() == {}
+    flow.published(flow.delivered(batch, applied(batch), 0.0))
+    assert flow.committable() == {(TOPIC, 0): 2}
+
+
+def test_a_dead_letter_of_a_partition_let_go_does_not_complete_its_re_read() -> None:
+    """After a re-assignment, only the re-read record's own DLQ record completes its offset."""
+    flow = make_flow(window_ms=0)
+    (old,) = flow.accept([record(0, b"{oops")], 0.0, AT).refused
+    flow.forget([(TOPIC, 0)])
+    (new,) = flow.accept([record(0, b"{oops")], 0.0, AT).refused
+    flow.dead_letter_published(old)
+    assert flow.committable() == {}
+    assert flow.pending == 1
+    flow.dead_letter_published(new)
+    assert flow.committable() == {(TOPIC, 0): 1}
+    assert flow.pending == 0
+
+
+def test_config_refuses_a_low_water_mark_at_the_bound() -> None:
+    """resume_below must lie below max_pending."""
+    with pytest.raises(ValueError, match="resume_below"):
+        FlowConfig(max_pending=10, resume_below=10)
+
+
+# -- the state machine -------------------------------------------------------------------------
+
+PARTITIONS = (0, 1)
+CUSTOMERS = ("1", "2", "3")
+MAX_PENDING = 8
+RESUME_BELOW = 4
+FETCH_MAX = 3
+
+
+class FlowMachine(RuleBasedStateMachine):
+    """Kafka logs, a consumer, an API and a producer around one Flow, interleaved at random.
+
+    The model keeps the truth: what each log holds, which command_ids have their outcome
+    published, which DLQ records are acknowledged. Rebalances (revoke, forget, re-read from
+    the committed offset), redelivered events, requeues, auth refusals, crashes and drains
+    interleave with sends and publishes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flow = make_flow(
+            window_ms=100,
+            unavailable_retry_s=0.5,
+            max_pending=MAX_PENDING,
+            resume_below=RESUME_BELOW,
+        )
+        self.rules = RuleSet.from_yaml(RULES)
+        self.now = 0.0
+        self.logs: dict[int, list[bytes]] = {p: [] for p in PARTITIONS}
+        self.position = dict.fromkeys(PARTITIONS, 0)
+        self.committed = dict.fromkeys(PARTITIONS, 0)
+        self.assigned = set(PARTITIONS)
+        self.in_flight: list[Batch] = []
+        self.unpublished: list[list[Completion]] = []
+        self.letters: list[Refusal] = []
+        self.flying: set[str] = set()
+        self.published: set[str] = set()
+        self.letters_published: set[tuple[int, int]] = set()
+        self.events = 0
+
+    # -- the outside world ------------------------------------------------------------------
+
+    @rule(
+        partition=st.sampled_from(PARTITIONS),
+        customer=st.sampled_from(CUSTOMERS),
+        big=st.booleans(),
+        kind=st.sampled_from(["new", "new", "new", "copy", "poison"]),
+    )
+    def produce(self, partition: int, customer: str, big: bool, kind: str) -> None:
+        log = self.logs[partition]
+        if kind == "poison":
+            log.append(b'{"specversion": "1.0", "id": "broken"')
+            return
+        if kind == "copy" and log:
+            # A redelivered event: the same bytes (same id) again, later in the log.
+            log.append(log[-1])
+            return
+        self.events += 1
+        event = order_placed(customer, 6000.0 if big else 10.0, event_id=f"e{self.events}")
+        log.append(json.dumps(event).encode())
+
+    @precondition(lambda self: self.flow.pause_reason() is None)
+    @rule(partition=st.sampled_from(PARTITIONS), n=st.integers(1, FETCH_MAX))
+    def fetch(self, partition: int, n: int) -> None:
+        if partition not in self.assigned:
+            return
+        start = self.position[partition]
+        values = self.logs[partition][start : start + n]
+        records = [record(start + i, v, partition) for i, v in enumerate(values)]
+        self.position[partition] = start + len(values)
+        intake = self.flow.accept(records, self.now, AT)
+        self.letters.extend(intake.refused)
+
+    @rule(dt=st.sampled_from([0.0, 0.05, 0.1, 0.6]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self._hand_out(self.flow.ready(self.now))
+
+    @rule(partition=st.one_of(st.none(), st.sampled_from(PARTITIONS)))
+    def drain(self, partition: int | None) -> None:
+        self._hand_out(
+            self.flow.drain(self.now, None if partition is None else {self._tp(partition)})
+        )
+
+    @precondition(lambda self: bool(self.in_flight))
+    @rule(
+        data=st.data(),
+        answer=st.sampled_from(["applied", "applied", "partial", "unavailable", "auth", "crash"]),
+    )
+    def deliver(self, data: st.DataObject, answer: str) -> None:
+        batch = self.in_flight.pop(data.draw(st.integers(0, len(self.in_flight) - 1)))
+        commands = batch.commands
+        split = data.draw(st.integers(0, len(commands)))
+        if answer == "applied":
+            delivery = applied(batch)
+        elif answer == "partial":
+            delivery = Delivery(
+                completed=applied(batch, commands[:split]).completed,
+                pending=commands[split:],
+                attempts={c.command_id: 1 for c in commands[split:]},
+            )
+        elif answer == "unavailable":
+            delivery = Delivery(pending=commands, pause_s=data.draw(st.sampled_from([None, 1.0])))
+        elif answer == "auth":
+            delivery = Delivery(pending=commands, auth_refused=True)
+        else:
+            delivery = Delivery.unsent(batch, "crashed")
+        completions = self.flow.delivered(batch, delivery, self.now)
+        done = {c.command.command_id for c in completions}
+        assert done == {r.command_id for r in delivery.completed}
+        # No double send: a command has one final result, ever.
+        assert not done & self.published
+        self.flying -= {c.command_id for c in commands}
+        if completions:
+            self.unpublished.append(completions)
+        if delivery.auth_refused:
+            assert self.flow.pause_reason() is PauseReason.AUTH
+        elif delivery.complete:
+            assert not self.flow.auth_refused
+
+    @precondition(lambda self: bool(self.unpublished))
+    @rule(data=st.data())
+    def publish(self, data: st.DataObject) -> None:
+        completions = self.unpublished.pop(data.draw(st.integers(0, len(self.unpublished) - 1)))
+        ids = {c.command.command_id for c in completions}
+        assert not ids & self.published
+        self.published |= ids
+        self.flow.published(completions)
+
+    @precondition(lambda self: bool(self.letters))
+    @rule(data=st.data())
+    def publish_dead_letter(self, data: st.DataObject) -> None:
+        refusal = self.letters.pop(data.draw(st.integers(0, len(self.letters) - 1)))
+        self.letters_published.add((refusal.record.partition, refusal.record.offset))
+        self.flow.dead_letter_published(refusal)
+
+    @rule()
+    def commit(self) -> None:
+        offsets = self.flow.committable()
+        for (_, partition), offset in offsets.items():
+            assert partition in self.assigned
+            self.committed[partition] = max(self.committed[partition], offset)
+        self.flow.committed(offsets)
+
+    @precondition(lambda self: bool(self.assigned))
+    @rule(data=st.data(), try_drain=st.booleans())
+    def revoke(self, data: st.DataObject, try_drain: bool) -> None:
+        partition = data.draw(st.sampled_from(sorted(self.assigned)))
+        tp = self._tp(partition)
+        if try_drain:
+            # The drain's batches go out; it gives up before their answers come back.
+            self._hand_out(self.flow.drain(self.now, {tp}))
+        self.commit()
+        self.flow.forget([tp])
+        self.assigned.discard(partition)
+
+    @rule(partition=st.sampled_from(PARTITIONS))
+    def assign(self, partition: int) -> None:
+        if partition in self.assigned:
+            return
+        self.assigned.add(partition)
+        # The new owner reads on from the group's committed offset.
+        self.position[partition] = self.committed[partition]
+
+    # -- invariants -------------------------------------------------------------------------
+
+    @invariant()
+    def watermark_never_passes_an_incomplete_offset(self) -> None:
+        for (_, partition), offset in self.flow.committable().items():
+            for at in range(offset):
+                assert self._done(partition, at), f"offset {at} of p{partition} committable"
+        for partition, offset in self.committed.items():
+            assert all(self._done(partition, at) for at in range(offset))
+
+    @invariant()
+    def pending_is_bounded_and_counted(self) -> None:
+        assert 0 <= self.flow.pending < MAX_PENDING + 3 * FETCH_MAX
+        assert self.flow.in_flight >= len(self.flying)
+
+    # -- end: nothing lost ------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        for partition in PARTITIONS:
+            self.assign(partition)
+        for _ in range(200):
+            self.now += 1.0
+            for partition in PARTITIONS:
+                self.fetch(partition, len(self.logs[partition]))
+            while self.in_flight:
+                batch = self.in_flight.pop()
+                completions = self.flow.delivered(batch, applied(batch), self.now)
+                self.flying -= {c.command_id for c in batch.commands}
+                self.unpublished.append(completions)
+            while self.unpublished:
+                self._publish_first()
+            while self.letters:
+                self.publish_dead_letter_first()
+            self._hand_out(self.flow.drain(self.now))
+            if not self.flow.incomplete() and not self.in_flight:
+                break
+        self.commit()
+        assert self.flow.pending == 0
+        for partition, log in self.logs.items():
+            assert self.committed[partition] == len(log), f"p{partition} not at its end"
+            assert all(self._done(partition, at) for at in range(len(log)))
+
+    def _publish_first(self) -> None:
+        completions = self.unpublished.pop(0)
+        ids = {c.command.command_id for c in completions}
+        assert not ids & self.published
+        self.published |= ids
+        self.flow.published(completions)
+
+    def publish_dead_letter_first(self) -> None:
+        refusal = self.letters.pop(0)
+        self.letters_published.add((refusal.record.partition, refusal.record.offset))
+        self.flow.dead_letter_published(refusal)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _tp(self, partition: int) -> tuple[str, int]:
+        return (TOPIC, partition)
+
+    def _hand_out(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            ids = {c.command_id for c in batch.commands}
+            # Never two copies of a command out at once, never one already settled.
+            assert not ids & self.flying
+            assert not ids & self.published
+            self.flying |= ids
+            self.in_flight.append(batch)
+
+    def _done(self, partition: int, offset: int) -> bool:
+        value = self.logs[partition][offset]
+        try:
+            event = decode_event(value)
+        except EventDecodeError:
+            return (partition, offset) in self.letters_published
+        commands = self.rules.evaluate(event, EventPosition(TOPIC, partition, offset)).commands
+        return all(c.command_id in self.published for c in commands)
+
+
+FlowMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+TestFlowProperties = FlowMachine.TestCase
