@@ -73,7 +73,9 @@ class RecordSink(Protocol):
 class PipelineConfig:
     """Timing knobs of the shell."""
 
-    publish_retry_s: float = 1.0
+    # First wait before a failed publish is retried, doubling up to the cap.
+    publish_retry_s: float = 0.5
+    publish_retry_max_s: float = 5.0
 
 
 class Pipeline:
@@ -246,13 +248,19 @@ class Pipeline:
         self._progress.set()
 
     async def _retry_publish(self, publish: Callable[[], Awaitable[None]]) -> None:
-        """Publish until acknowledged: the API call already happened, so it must not repeat."""
+        """Publish until acknowledged: the API call already happened, so it must not repeat.
+
+        The broker being away is waited out with a capped backoff; the consumer pauses once
+        the unpublished commands reach the pending bound, so memory stays bounded meanwhile.
+        """
+        delay_s = self._config.publish_retry_s
         while True:
             try:
                 await publish()
-            except Exception:
-                log.exception("publish_failed_retrying")
-                await asyncio.sleep(self._config.publish_retry_s)
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, none is lost
+                log.warning("publish_failed_retrying", error=str(exc), retry_in_s=delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._config.publish_retry_max_s)
             else:
                 return
 

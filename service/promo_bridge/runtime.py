@@ -40,7 +40,7 @@ class _Parts:
     """The running components, built together in one place (`_assemble`)."""
 
     consumer: AIOKafkaConsumer
-    producer: AIOKafkaProducer
+    publisher: RecordPublisher
     client: CapillaryClient
     pipeline: Pipeline
     loop: ConsumerLoop
@@ -114,20 +114,25 @@ async def run_service(service: Service, *, install_signals: bool = True) -> None
 def _assemble(service: Service) -> _Parts:
     """Every component from its configuration; the one place where they are wired."""
     config, metrics = service.config, service.metrics
-    producer = AIOKafkaProducer(**config.kafka, **config.producer)
+    publisher = RecordPublisher(
+        lambda: AIOKafkaProducer(**config.kafka, **config.producer),
+        outcomes_topic=config.outcomes_topic,
+        dlq_topic=config.dlq_topic,
+        on_replace=metrics.producer_replacements.inc,
+    )
     consumer = AIOKafkaConsumer(**config.kafka, **config.consumer)
     client = CapillaryClient(config.client, hooks=metrics_hooks(metrics))
     pipeline = Pipeline(
         flow=Flow(service.rules, config.flow),
         sender=CapillarySender(client, metrics),
-        sink=RecordPublisher(
-            producer, outcomes_topic=config.outcomes_topic, dlq_topic=config.dlq_topic
-        ),
+        sink=publisher,
         metrics=metrics,
         config=config.pipeline,
     )
     loop = ConsumerLoop(consumer, pipeline, metrics, config.loop)
-    return _Parts(consumer=consumer, producer=producer, client=client, pipeline=pipeline, loop=loop)
+    return _Parts(
+        consumer=consumer, publisher=publisher, client=client, pipeline=pipeline, loop=loop
+    )
 
 
 @contextlib.asynccontextmanager
@@ -138,7 +143,7 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
     async with serve_ops(app, config.ops_host, config.ops_port) as port:
         service.ops_port = port
         await _wait_for_broker(dict(config.kafka), service.stop_event)
-        await parts.producer.start()
+        await parts.publisher.start()
         try:
             await parts.consumer.start()
             dispatcher = asyncio.create_task(parts.pipeline.run_dispatcher(), name="dispatcher")
@@ -147,7 +152,7 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
             finally:
                 await asyncio.shield(_shutdown(service.settings, parts, dispatcher))
         finally:
-            await asyncio.shield(parts.producer.stop())
+            await asyncio.shield(parts.publisher.stop())
             await parts.client.aclose()
 
 

@@ -40,8 +40,8 @@ class ConsumerLoopConfig:
     drain_timeout_s: float = 20.0
     error_backoff_initial_s: float = 0.5
     error_backoff_max_s: float = 30.0
-    # /readyz turns false when no fetch has succeeded for this long.
-    broker_stale_s: float = 30.0
+    # /readyz turns false when the broker has not answered for this long (three probes).
+    broker_stale_s: float = 15.0
     broker_probe_interval_s: float = 5.0
 
 

@@ -1,18 +1,53 @@
-"""Publishing outcome and DLQ records, acknowledged by the broker before offsets move."""
+"""Publishing outcome and DLQ records, acknowledged by the broker before offsets move.
+
+aiokafka's idempotent producer does not recover from some broker answers: after a broker
+outage every later send fails with OutOfOrderSequenceNumber until the process restarts (an open
+aiokafka issue; librdkafka treats the same error as fatal for the producer instance). So the
+publisher owns its producer, and replaces it (stop, new instance, start) when the producer has
+failed in a way it cannot recover from; the caller retries the publish, which then goes out on
+the new producer with a new producer id.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from promo_bridge.domain.dead_letters import DeadLetterRecord
 from promo_bridge.domain.outcomes import OutcomeRecord
 
 log = structlog.get_logger(__name__)
+
+# Errors after which this producer instance will not deliver again.
+_FATAL_TO_PRODUCER: Final = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    ProducerFenced,
+    ProducerClosed,
+)
+_STOP_TIMEOUT_S: Final = 10.0
+
+ProducerFactory = Callable[[], AIOKafkaProducer]
+
+
+class PublishError(Exception):
+    """A record was not acknowledged; the message names the topic and the broker's error."""
 
 
 class RecordPublisher:
@@ -20,26 +55,36 @@ class RecordPublisher:
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producer_factory: ProducerFactory,
         *,
         outcomes_topic: str,
         dlq_topic: str,
+        on_replace: Callable[[], None] = lambda: None,
     ) -> None:
-        self._producer = producer
+        self._factory = producer_factory
+        self._on_replace = on_replace
+        self._producer = producer_factory()
         self._outcomes_topic = outcomes_topic
         self._dlq_topic = dlq_topic
+        self._replacing = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Connect the producer."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush and close the producer."""
+        await self._producer.stop()
 
     async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> None:
         """Send every record and return once the broker acknowledged all of them."""
-        futures = [
-            await self._producer.send(
-                self._outcomes_topic,
-                value=record.model_dump_json().encode(),
-                key=record.identifier_value.encode(),
-            )
-            for record in records
-        ]
-        await asyncio.gather(*futures)
+        await self._send_all(
+            self._outcomes_topic,
+            [
+                (record.identifier_value.encode(), record.model_dump_json().encode(), [])
+                for record in records
+            ],
+        )
 
     async def publish_dead_letter(
         self,
@@ -49,13 +94,44 @@ class RecordPublisher:
         headers: Sequence[tuple[str, bytes]],
     ) -> None:
         """Send one DLQ record with the original headers; returns once acknowledged."""
-        future = await self._producer.send(
-            self._dlq_topic,
-            value=record.model_dump_json().encode(),
-            key=key,
-            headers=list(headers),
+        await self._send_all(
+            self._dlq_topic, [(key, record.model_dump_json().encode(), list(headers))]
         )
-        await future
+
+    async def _send_all(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        producer = self._producer
+        try:
+            futures = [
+                await producer.send(topic, value=value, key=key, headers=headers)
+                for key, value, headers in records
+            ]
+            await asyncio.gather(*futures)
+        except _FATAL_TO_PRODUCER as exc:
+            await self._replace(producer, exc)
+            raise PublishError(f"{topic}: {exc!r}; producer replaced") from None
+        except KafkaError as exc:
+            raise PublishError(f"{topic}: {exc!r}") from None
+
+    async def _replace(self, broken: AIOKafkaProducer, error: Exception) -> None:
+        """Swap in a new producer once, however many sends saw the old one fail."""
+        async with self._replacing:
+            if self._producer is not broken:
+                return
+            log.warning("kafka_producer_replaced", error=repr(error))
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(broken.stop(), _STOP_TIMEOUT_S)
+            fresh = self._factory()
+            try:
+                await fresh.start()
+            except KafkaError as exc:
+                # The broker may still be away: the next publish attempt tries again.
+                with contextlib.suppress(KafkaError):
+                    await fresh.stop()
+                raise PublishError(f"cannot start a new producer: {exc!r}") from None
+            self._producer = fresh
+            self._on_replace()
 
 
 def producer_options(*, idempotence: bool) -> dict[str, Any]:

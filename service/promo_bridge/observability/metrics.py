@@ -167,6 +167,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.producer_replacements = Counter(
+            "kafka_producer_replacements_total",
+            "Kafka producers replaced after failing in a way they cannot recover from"
+            " (e.g. OutOfOrderSequenceNumber after a broker outage).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self._last_commit_monotonic = time.monotonic()
         self.seconds_since_last_commit = Gauge(
             "seconds_since_last_commit",

@@ -1,0 +1,119 @@
+"""The record publisher replaces a producer that cannot deliver again, and says why."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
+
+from promo_bridge.domain.outcomes import OutcomeRecord, OutcomeStatus
+from promo_bridge.kafka.producer import PublishError, RecordPublisher
+
+AT = datetime(2026, 11, 29, tzinfo=UTC)
+
+
+def outcome(command_id: str) -> OutcomeRecord:
+    return OutcomeRecord(
+        command_id=command_id,
+        event_id="e1",
+        topic="orders",
+        partition=0,
+        offset=0,
+        rule="r",
+        action="enrol",
+        subject="big",
+        identifier_name="id",
+        identifier_value="42",
+        status=OutcomeStatus.APPLIED,
+        attempts=1,
+        received_at=AT,
+        completed_at=AT,
+    )
+
+
+class FakeProducer:
+    """Acknowledges sends, or fails each with the error it was built with."""
+
+    def __init__(self, error: Exception | None = None, start_error: Exception | None = None):
+        self.error = error
+        self.start_error = start_error
+        self.sent: list[tuple[str, bytes | None]] = []
+        self.started = self.stopped = False
+
+    async def start(self) -> None:
+        if self.start_error is not None:
+            raise self.start_error
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(self, topic: str, *, value: bytes, key: bytes | None, headers: Any) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.error is not None:
+            future.set_exception(self.error)
+        else:
+            self.sent.append((topic, key))
+            future.set_result(None)
+        return future
+
+
+def publisher_over(producers: list[FakeProducer], replaced: list[int]) -> RecordPublisher:
+    made = iter(producers)
+    return RecordPublisher(
+        lambda: next(made),  # type: ignore[arg-type,return-value]
+        outcomes_topic="out",
+        dlq_topic="dlq",
+        on_replace=lambda: replaced.append(1),
+    )
+
+
+async def test_out_of_order_sequence_replaces_the_producer_once() -> None:
+    """After OutOfOrderSequenceNumber the next publish goes out on a fresh producer."""
+    broken = FakeProducer(error=OutOfOrderSequenceNumber())
+    fresh = FakeProducer()
+    replaced: list[int] = []
+    publisher = publisher_over([broken, fresh], replaced)
+    await publisher.start()
+    with pytest.raises(PublishError, match="producer replaced"):
+        await publisher.publish_outcomes([outcome("c1")])
+    assert broken.stopped
+    assert fresh.started
+    await publisher.publish_outcomes([outcome("c1")])
+    assert fresh.sent == [("out", b"42")]
+    assert replaced == [1]
+
+
+async def test_a_passing_error_keeps_the_producer() -> None:
+    """A connection error is retried on the same producer: it recovers by itself."""
+    flaky = FakeProducer(error=KafkaConnectionError())
+    replaced: list[int] = []
+    publisher = publisher_over([flaky], replaced)
+    await publisher.start()
+    with pytest.raises(PublishError, match="out: KafkaConnectionError"):
+        await publisher.publish_outcomes([outcome("c1")])
+    flaky.error = None
+    await publisher.publish_outcomes([outcome("c1")])
+    assert flaky.sent == [("out", b"42")]
+    assert replaced == []
+
+
+async def test_a_replacement_that_cannot_start_is_tried_again_later() -> None:
+    """While the broker is away the new producer may not start; the next failure retries."""
+    broken = FakeProducer(error=OutOfOrderSequenceNumber())
+    unstartable = FakeProducer(start_error=KafkaConnectionError())
+    fresh = FakeProducer()
+    replaced: list[int] = []
+    publisher = publisher_over([broken, unstartable, fresh], replaced)
+    await publisher.start()
+    with pytest.raises(PublishError, match="cannot start a new producer"):
+        await publisher.publish_outcomes([outcome("c1")])
+    assert unstartable.stopped
+    with pytest.raises(PublishError, match="producer replaced"):
+        await publisher.publish_outcomes([outcome("c1")])
+    await publisher.publish_outcomes([outcome("c1")])
+    assert fresh.sent == [("out", b"42")]
+    assert replaced == [1]
