@@ -178,7 +178,11 @@ def start_broker(
     if old is not None and _is_our_broker(old, data_dir):
         raise BrokerError(f"a broker (pid {old}) is already running for {data_dir}")
     lib = fetch()
-    return _start(lib, data_dir, port or free_port(), controller_port or free_port(), timeout_s)
+    port = port or free_port()
+    # Two free ports asked for one after the other can be the same one.
+    while controller_port is None or controller_port == port:
+        controller_port = free_port()
+    return _start(lib, data_dir, port, controller_port, timeout_s)
 
 
 def _start(

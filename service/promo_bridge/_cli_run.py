@@ -1,7 +1,7 @@
 """`promo-bridge run`: the service, configured by PROMO_BRIDGE_* environment variables.
 
-Exit 2, with one line on stderr, when the settings or the rules are invalid; otherwise run
-until stopped and exit 0.
+Exit 2, with one line on stderr, when the settings, the rules or the topics are unfit;
+otherwise run until stopped and exit 0.
 """
 
 # The service's modules are imported inside `run`, so that the other commands start fast and
@@ -37,6 +37,7 @@ def run(_: argparse.Namespace) -> int:
         return 2
 
     from promo_bridge.domain.rules import RulesError
+    from promo_bridge.kafka.restore import TopologyError
     from promo_bridge.observability.logging import configure_logging
     from promo_bridge.runtime import build_service, run_service
 
@@ -46,5 +47,9 @@ def run(_: argparse.Namespace) -> int:
     except (SettingsError, RulesError) as exc:
         print(f"promo-bridge: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run_service(service))
+    try:
+        asyncio.run(run_service(service))
+    except TopologyError as exc:
+        print(f"promo-bridge: {exc}", file=sys.stderr)
+        return 2
     return 0

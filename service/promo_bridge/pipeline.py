@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -36,6 +36,7 @@ from promo_bridge.domain.outcomes import (
     OutcomeStatus,
     outcome_record,
 )
+from promo_bridge.domain.restore import RestoredOutcome
 from promo_bridge.observability.metrics import Metrics
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+_T = TypeVar("_T")
+
 
 class CommandSender(Protocol):
     """The Capillary API as the engine sees it: a batch in, a `Delivery` out, never raising."""
@@ -56,9 +59,13 @@ class CommandSender(Protocol):
 
 
 class RecordSink(Protocol):
-    """The outcome and DLQ topics as the engine sees them; both return once acknowledged."""
+    """The outcome and DLQ topics as the engine sees them; both return once acknowledged.
 
-    async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> None: ...
+    `publish_outcomes` writes each record to the outcomes partition numbered like its event's
+    input partition, and returns the offsets they landed at (or none, if it cannot tell).
+    """
+
+    async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> Sequence[int]: ...
 
     async def publish_dead_letter(
         self,
@@ -235,8 +242,8 @@ class Pipeline:
             )
             for c in completions
         ]
-        await self._retry_publish(lambda: self._sink.publish_outcomes(records))
-        self._flow.published(completions)
+        offsets = await self._retry_publish(lambda: self._sink.publish_outcomes(records))
+        self._flow.published(completions, offsets)
         for record in records:
             self._metrics.outcomes.labels(
                 record.status.value, record.error_class.value if record.error_class else ""
@@ -247,7 +254,7 @@ class Pipeline:
         self._wake.set()
         self._progress.set()
 
-    async def _retry_publish(self, publish: Callable[[], Awaitable[None]]) -> None:
+    async def _retry_publish(self, publish: Callable[[], Awaitable[_T]]) -> _T:
         """Publish until acknowledged: the API call already happened, so it must not repeat.
 
         The broker being away is waited out with a capped backoff; the consumer pauses once
@@ -256,13 +263,11 @@ class Pipeline:
         delay_s = self._config.publish_retry_s
         while True:
             try:
-                await publish()
+                return await publish()
             except Exception as exc:  # noqa: BLE001 - every failure is retried, none is lost
                 log.warning("publish_failed_retrying", error=str(exc), retry_in_s=delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._config.publish_retry_max_s)
-            else:
-                return
 
     # -- draining, for rebalance and shutdown ---------------------------------------------
 
@@ -296,6 +301,18 @@ class Pipeline:
         """Drop what is left of partitions this instance no longer owns."""
         self._flow.forget(partitions)
         self._update_pending()
+
+    def restore(
+        self, tp: TopicPartition, outcomes: Iterable[RestoredOutcome], outcomes_end: int
+    ) -> None:
+        """Commands of a newly assigned partition that already have outcomes (read back)."""
+        self._flow.restore(tp, outcomes, outcomes_end)
+
+    def restore_marks(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The outcomes offsets to commit with `offsets` (see domain/restore.py)."""
+        marks = self._flow.restore_marks(offsets)
+        self._metrics.completed_uncommitted.set(self._flow.completed_uncommitted)
+        return marks
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Cancel what is still running (after drain gave up)."""

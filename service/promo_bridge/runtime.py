@@ -26,6 +26,7 @@ from promo_bridge.domain.flow import Flow
 from promo_bridge.domain.rules import RuleSet, load_rules
 from promo_bridge.kafka.consumer import ConsumerLoop
 from promo_bridge.kafka.producer import RecordPublisher
+from promo_bridge.kafka.restore import OutcomeRestorer, TopologyError
 from promo_bridge.observability.http import Readiness, create_ops_app, serve_ops
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.pipeline import Pipeline
@@ -40,6 +41,7 @@ class _Parts:
     """The running components, built together in one place (`_assemble`)."""
 
     consumer: AIOKafkaConsumer
+    restorer: OutcomeRestorer
     publisher: RecordPublisher
     client: CapillaryClient
     pipeline: Pipeline
@@ -129,9 +131,17 @@ def _assemble(service: Service) -> _Parts:
         metrics=metrics,
         config=config.pipeline,
     )
-    loop = ConsumerLoop(consumer, pipeline, metrics, config.loop)
+    restorer = OutcomeRestorer(
+        config.kafka, group_id=config.consumer["group_id"], outcomes_topic=config.outcomes_topic
+    )
+    loop = ConsumerLoop(consumer, pipeline, metrics, config.loop, restorer=restorer)
     return _Parts(
-        consumer=consumer, publisher=publisher, client=client, pipeline=pipeline, loop=loop
+        consumer=consumer,
+        restorer=restorer,
+        publisher=publisher,
+        client=client,
+        pipeline=pipeline,
+        loop=loop,
     )
 
 
@@ -143,6 +153,12 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
     async with serve_ops(app, config.ops_host, config.ops_port) as port:
         service.ops_port = port
         await _wait_for_broker(dict(config.kafka), service.stop_event)
+        await parts.restorer.start()
+        try:
+            await parts.restorer.check_copartitioned(config.loop.topics)
+        except TopologyError:
+            await parts.restorer.stop()
+            raise
         await parts.publisher.start()
         try:
             await parts.consumer.start()
@@ -153,6 +169,7 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
                 await asyncio.shield(_shutdown(service.settings, parts, dispatcher))
         finally:
             await asyncio.shield(parts.publisher.stop())
+            await parts.restorer.stop()
             await parts.client.aclose()
 
 

@@ -24,6 +24,7 @@ from promo_bridge.domain.flow import (
     Refusal,
 )
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
+from promo_bridge.domain.restore import RestoredOutcome
 from promo_bridge.domain.rules import RuleSet
 
 TOPIC = "orders"
@@ -207,12 +208,12 @@ class FlowMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.flow = make_flow(
-            window_ms=100,
-            unavailable_retry_s=0.5,
-            max_pending=MAX_PENDING,
-            resume_below=RESUME_BELOW,
-        )
+        self.flow = self._new_flow()
+        # The outcomes topic, co-partitioned: command_ids by outcomes offset, and the restore
+        # marks stored with the committed offsets (the commit metadata).
+        self.outcomes: dict[int, list[RestoredOutcome]] = {p: [] for p in PARTITIONS}
+        self.marks: dict[int, int] = {}
+        self.crashes = 0
         self.rules = RuleSet.from_yaml(RULES)
         self.now = 0.0
         self.logs: dict[int, list[bytes]] = {p: [] for p in PARTITIONS}
@@ -226,6 +227,8 @@ class FlowMachine(RuleBasedStateMachine):
         self.published: set[str] = set()
         self.letters_published: set[tuple[int, int]] = set()
         self.events = 0
+        for partition in PARTITIONS:
+            self._restore(partition)
 
     # -- the outside world ------------------------------------------------------------------
 
@@ -310,11 +313,7 @@ class FlowMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.unpublished))
     @rule(data=st.data())
     def publish(self, data: st.DataObject) -> None:
-        completions = self.unpublished.pop(data.draw(st.integers(0, len(self.unpublished) - 1)))
-        ids = {c.command.command_id for c in completions}
-        assert not ids & self.published
-        self.published |= ids
-        self.flow.published(completions)
+        self._publish(self.unpublished.pop(data.draw(st.integers(0, len(self.unpublished) - 1))))
 
     @precondition(lambda self: bool(self.letters))
     @rule(data=st.data())
@@ -326,9 +325,12 @@ class FlowMachine(RuleBasedStateMachine):
     @rule()
     def commit(self) -> None:
         offsets = self.flow.committable()
+        marks = self.flow.restore_marks(offsets)
         for (_, partition), offset in offsets.items():
             assert partition in self.assigned
             self.committed[partition] = max(self.committed[partition], offset)
+            if (TOPIC, partition) in marks:
+                self.marks[partition] = marks[(TOPIC, partition)]
         self.flow.committed(offsets)
 
     @precondition(lambda self: bool(self.assigned))
@@ -348,8 +350,40 @@ class FlowMachine(RuleBasedStateMachine):
         if partition in self.assigned:
             return
         self.assigned.add(partition)
+        self._restore(partition)
+
+    @rule()
+    def crash(self) -> None:
+        """SIGKILL: every bit of memory is gone; a new process is assigned every partition."""
+        self.crashes += 1
+        self.flow = self._new_flow()
+        self.in_flight.clear()
+        self.unpublished.clear()
+        self.letters.clear()
+        self.flying.clear()
+        self.assigned = set(PARTITIONS)
+        for partition in PARTITIONS:
+            self._restore(partition)
+
+    def _restore(self, partition: int) -> None:
+        """What the consumer does on assignment: read back from the mark, then read on."""
+        end = len(self.outcomes[partition])
+        mark = self.marks.get(partition)
+        if mark is None:
+            # No mark yet: one is committed now, at the end of the outcomes partition.
+            self.marks[partition] = mark = end
+        completed = self.outcomes[partition][mark:]
+        self.flow.restore(self._tp(partition), completed, end)
         # The new owner reads on from the group's committed offset.
         self.position[partition] = self.committed[partition]
+
+    def _new_flow(self) -> Flow:
+        return make_flow(
+            window_ms=100,
+            unavailable_retry_s=0.5,
+            max_pending=MAX_PENDING,
+            resume_below=RESUME_BELOW,
+        )
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -381,7 +415,7 @@ class FlowMachine(RuleBasedStateMachine):
                 self.flying -= {c.command_id for c in batch.commands}
                 self.unpublished.append(completions)
             while self.unpublished:
-                self._publish_first()
+                self._publish(self.unpublished.pop(0))
             while self.letters:
                 self.publish_dead_letter_first()
             self._hand_out(self.flow.drain(self.now))
@@ -393,12 +427,25 @@ class FlowMachine(RuleBasedStateMachine):
             assert self.committed[partition] == len(log), f"p{partition} not at its end"
             assert all(self._done(partition, at) for at in range(len(log)))
 
-    def _publish_first(self) -> None:
-        completions = self.unpublished.pop(0)
+    def _publish(self, completions: list[Completion]) -> None:
         ids = {c.command.command_id for c in completions}
+        # No second outcome record for a command, across crashes and rebalances too.
         assert not ids & self.published
         self.published |= ids
-        self.flow.published(completions)
+        offsets = []
+        for completion in completions:
+            position = completion.command.position
+            log = self.outcomes[position.partition]
+            offsets.append(len(log))
+            log.append(
+                RestoredOutcome(
+                    completion.command.command_id,
+                    (position.topic, position.partition),
+                    position.offset,
+                    len(log),
+                )
+            )
+        self.flow.published(completions, offsets)
 
     def publish_dead_letter_first(self) -> None:
         refusal = self.letters.pop(0)
@@ -429,5 +476,5 @@ class FlowMachine(RuleBasedStateMachine):
         return all(c.command_id in self.published for c in commands)
 
 
-FlowMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+FlowMachine.TestCase.settings = settings(max_examples=600, stateful_step_count=120, deadline=None)
 TestFlowProperties = FlowMachine.TestCase

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ class FakeProducer:
     def __init__(self, error: Exception | None = None, start_error: Exception | None = None):
         self.error = error
         self.start_error = start_error
-        self.sent: list[tuple[str, bytes | None]] = []
+        self.sent: list[tuple[str, bytes | None, int | None]] = []
         self.started = self.stopped = False
 
     async def start(self) -> None:
@@ -51,13 +52,15 @@ class FakeProducer:
     async def stop(self) -> None:
         self.stopped = True
 
-    async def send(self, topic: str, *, value: bytes, key: bytes | None, headers: Any) -> Any:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def send(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, partition: int | None
+    ) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.error is not None:
             future.set_exception(self.error)
         else:
-            self.sent.append((topic, key))
-            future.set_result(None)
+            self.sent.append((topic, key, partition))
+            future.set_result(SimpleNamespace(offset=100 + len(self.sent)))
         return future
 
 
@@ -82,8 +85,8 @@ async def test_out_of_order_sequence_replaces_the_producer_once() -> None:
         await publisher.publish_outcomes([outcome("c1")])
     assert broken.stopped
     assert fresh.started
-    await publisher.publish_outcomes([outcome("c1")])
-    assert fresh.sent == [("out", b"42")]
+    assert await publisher.publish_outcomes([outcome("c1")]) == [101]
+    assert fresh.sent == [("out", b"42", 0)]
     assert replaced == [1]
 
 
@@ -97,7 +100,7 @@ async def test_a_passing_error_keeps_the_producer() -> None:
         await publisher.publish_outcomes([outcome("c1")])
     flaky.error = None
     await publisher.publish_outcomes([outcome("c1")])
-    assert flaky.sent == [("out", b"42")]
+    assert flaky.sent == [("out", b"42", 0)]
     assert replaced == []
 
 
@@ -115,5 +118,5 @@ async def test_a_replacement_that_cannot_start_is_tried_again_later() -> None:
     with pytest.raises(PublishError, match="producer replaced"):
         await publisher.publish_outcomes([outcome("c1")])
     await publisher.publish_outcomes([outcome("c1")])
-    assert fresh.sent == [("out", b"42")]
+    assert fresh.sent == [("out", b"42", 0)]
     assert replaced == [1]

@@ -258,6 +258,12 @@ class MicroBatcher:
             self._in_flight -= 1
             self._bucket(entry)
 
+    def remember_completed(self, command_ids: Iterable[str]) -> None:
+        """Commands completed elsewhere (an earlier process): `add` refuses them from now on."""
+        for command_id in command_ids:
+            if command_id not in self._entries:
+                self._remember(command_id)
+
     def discard(self, where: CommandFilter) -> list[Command]:
         """Drop held commands that satisfy `where` and are not in flight (lost partitions).
 

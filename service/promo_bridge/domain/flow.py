@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from promo_bridge.domain.batcher import DEFAULT_WINDOW_MS, MicroBatcher
+from promo_bridge.domain.batcher import DEFAULT_COMPLETED_MEMORY, DEFAULT_WINDOW_MS, MicroBatcher
 from promo_bridge.domain.commands import (
     DEFAULT_BATCH_LIMITS,
     Batch,
@@ -40,6 +40,7 @@ from promo_bridge.domain.commands import (
 from promo_bridge.domain.events import EventDecodeError, decode_event
 from promo_bridge.domain.offsets import OffsetTracker
 from promo_bridge.domain.outcomes import CommandResult, Delivery
+from promo_bridge.domain.restore import RestoredOutcome, RestoreMarks
 from promo_bridge.domain.rules import RuleSet, SkippedAction
 
 TopicPartition = tuple[str, int]
@@ -149,6 +150,9 @@ class Flow:
             self._config.batch_limits, self._config.window_ms, id_factory=id_factory
         )
         self._tracker = OffsetTracker()
+        self._marks = RestoreMarks()
+        # Completed commands' outcomes: (outcomes partition, offset), for copies read later.
+        self._outcome_offsets: dict[str, tuple[int, int]] = {}
         self._accepted: dict[str, _Accepted] = {}
         self._followers: dict[str, list[EventPosition]] = {}
         self._orphans: set[str] = set()
@@ -229,8 +233,12 @@ class Flow:
                 # its outcome covers this copy, so this event completes only with it.
                 self._followers.setdefault(command_id, []).append(position)
             else:
-                # Completed recently: the outcome is already on the topic.
+                # Completed recently: the outcome is already on the topic. Until this copy is
+                # committed, a crash must find that outcome above the restore mark.
                 self._tracker.command_done(position)
+                outcome = self._outcome_offsets.get(command_id)
+                if outcome is not None:
+                    self._mark_at(position, *outcome)
 
     def dead_letter_published(self, refusal: Refusal) -> None:
         """The DLQ record of a refused record is acknowledged: its offset may move on."""
@@ -305,22 +313,76 @@ class Flow:
             self._auth_refused = False
         return completions
 
-    def published(self, completions: Iterable[Completion]) -> None:
-        """Outcome records are acknowledged: lanes move on and offsets complete."""
-        done = [completion.command for completion in completions]
-        self._batcher.complete(done)
-        for command in done:
-            command_id = command.command_id
+    def published(
+        self, completions: Sequence[Completion], outcome_offsets: Sequence[int] = ()
+    ) -> None:
+        """Outcome records are acknowledged: lanes move on and offsets complete.
+
+        `outcome_offsets` (one per completion, where the sink tells them) are where the records
+        landed in the outcomes partition of their event's partition number: the restore marks.
+        """
+        self._batcher.complete([completion.command for completion in completions])
+        marks = zip(completions, outcome_offsets, strict=False) if outcome_offsets else ()
+        for completion, outcome_offset in marks:
+            self._mark(completion.command, outcome_offset)
+        for completion in completions:
+            command_id = completion.command.command_id
             self._accepted.pop(command_id, None)
             if command_id in self._orphans:
                 # Its partition was let go while it was in flight; the offset it held may be
                 # tracked again (re-assigned here), as a follower of this very command.
                 self._orphans.discard(command_id)
             else:
-                self._tracker.command_done(command.position)
+                self._tracker.command_done(completion.command.position)
             for follower in self._followers.pop(command_id, ()):
                 self._tracker.command_done(follower)
         self._update_backpressure()
+
+    def _mark(self, command: Command, outcome_offset: int) -> None:
+        outcome = (command.position.partition, outcome_offset)
+        self._remember_outcome(command.command_id, outcome)
+        if command.command_id in self._orphans:
+            return
+        self._mark_at(command.position, *outcome)
+        # A copy is re-read after a crash too, and its outcome is this one: it must stay above
+        # the mark until the copy is committed.
+        for follower in self._followers.get(command.command_id, ()):
+            self._mark_at(follower, *outcome)
+
+    def _mark_at(self, position: EventPosition, outcomes_partition: int, offset: int) -> None:
+        # The outcomes partition read back for (T, p) is p: a copy on a partition of another
+        # number cannot find the outcome there (it is sent again after a crash).
+        if position.partition == outcomes_partition:
+            self._marks.published((position.topic, position.partition), position.offset, offset)
+
+    def _remember_outcome(self, command_id: str, outcome: tuple[int, int]) -> None:
+        self._outcome_offsets[command_id] = outcome
+        if len(self._outcome_offsets) > DEFAULT_COMPLETED_MEMORY:
+            del self._outcome_offsets[next(iter(self._outcome_offsets))]
+
+    def restore(
+        self, tp: TopicPartition, outcomes: Iterable[RestoredOutcome], outcomes_end: int
+    ) -> None:
+        """A partition is assigned: commands completed before (read back) are not sent again.
+
+        Their outcomes stay above the restore mark until their events are committed here.
+        """
+        self._marks.restored(tp, outcomes_end)
+        for outcome in outcomes:
+            self._batcher.remember_completed([outcome.command_id])
+            self._remember_outcome(outcome.command_id, (tp[1], outcome.outcomes_offset))
+            if outcome.source == tp:
+                self._marks.published(tp, outcome.source_offset, outcome.outcomes_offset)
+
+    def restore_marks(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """For offsets about to be committed, the outcomes offset to store with each."""
+        marks = {tp: self._marks.mark(tp, offset) for tp, offset in offsets.items()}
+        return {tp: mark for tp, mark in marks.items() if mark is not None}
+
+    @property
+    def completed_uncommitted(self) -> int:
+        """Outcomes published for events above the committed offsets (re-read after a crash)."""
+        return self._marks.completed_uncommitted
 
     # -- offsets and partitions -----------------------------------------------------------
 
@@ -362,8 +424,10 @@ class Flow:
             if owned_by_them(accepted.command)
         )
         self._tracker.forget_partitions(partition_set)
-        for seq, tp in self._letters.items():
-            if tp in partition_set:
+        for tp in partition_set:
+            self._marks.forget(tp)
+        for seq, letter_tp in self._letters.items():
+            if letter_tp in partition_set:
                 self._letters[seq] = None
         self._update_backpressure()
 

@@ -19,6 +19,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from promo_bridge.domain.flow import InputRecord, PauseReason
+from promo_bridge.kafka.restore import OutcomeRestorer, RestoreError, encode_mark
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.pipeline import Pipeline
 
@@ -54,9 +55,12 @@ class ConsumerLoop:
         pipeline: Pipeline,
         metrics: Metrics,
         config: ConsumerLoopConfig,
+        *,
         clock: Callable[[], float] = time.monotonic,
+        restorer: OutcomeRestorer | None = None,
     ) -> None:
         self._consumer = consumer
+        self._restorer = restorer
         self._pipeline = pipeline
         self._metrics = metrics
         self._config = config
@@ -65,6 +69,8 @@ class ConsumerLoop:
         self._last_commit = clock()
         self._last_fetch_ok: float | None = None
         self._pause_reason: PauseReason | None = None
+        # Assigned partitions whose completed work is being read back: not consumed yet.
+        self._restoring: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()
         self._commit_lock = asyncio.Lock()
 
@@ -146,20 +152,20 @@ class ConsumerLoop:
             self._update_lag()
 
     def _apply_flow_control(self) -> None:
-        """Pause or resume every assigned partition as the engine's core decides."""
+        """Pause or resume partitions as the engine's core decides; restoring ones stay paused."""
         reason = self._pipeline.pause_reason()
         if reason is not self._pause_reason:
             self._log_pause_change(self._pause_reason, reason)
             self._pause_reason = reason
         assignment = self._consumer.assignment()
-        if reason is not None:
-            to_pause = assignment - self._paused
-            if to_pause:
-                self._consumer.pause(*to_pause)
-            self._paused = set(assignment)
-        elif self._paused:
-            self._consumer.resume(*(self._paused & assignment))
-            self._paused = set()
+        wanted = set(assignment) if reason is not None else self._restoring & assignment
+        to_pause = wanted - self._paused
+        if to_pause:
+            self._consumer.pause(*to_pause)
+        to_resume = (self._paused - wanted) & assignment
+        if to_resume:
+            self._consumer.resume(*to_resume)
+        self._paused = wanted
         self._metrics.paused_partitions.set(len(self._paused))
 
     def _log_pause_change(self, before: PauseReason | None, after: PauseReason | None) -> None:
@@ -182,10 +188,13 @@ class ConsumerLoop:
                     self._metrics.up_to_date()
                 return
             assignment = self._consumer.assignment()
+            owned = {
+                key: offset for key, offset in offsets.items() if TopicPartition(*key) in assignment
+            }
+            marks = self._pipeline.restore_marks(owned)
             to_commit = {
-                TopicPartition(topic, partition): OffsetAndMetadata(offset, "")
-                for (topic, partition), offset in offsets.items()
-                if TopicPartition(topic, partition) in assignment
+                TopicPartition(*key): OffsetAndMetadata(offset, encode_mark(marks.get(key)))
+                for key, offset in owned.items()
             }
             if not to_commit:
                 return
@@ -228,6 +237,7 @@ class ConsumerLoop:
             with contextlib.suppress(KeyError):
                 self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         self._paused -= revoked
+        self._restoring -= revoked
         log.info(
             "partitions_revoked",
             partitions=sorted(f"{t}-{p}" for t, p in keys),
@@ -235,12 +245,42 @@ class ConsumerLoop:
             seconds=round(self._clock() - started, 3),
         )
 
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Log the new assignment; flow control re-applies pauses on the next turn."""
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Read back the new partitions' completed work before any of their records is taken.
+
+        They stay paused meanwhile. A partition whose committed offset carries no restore mark
+        (first run, or committed by something else) gets one now: from here on, a crash
+        anywhere leaves a point to read back from.
+        """
         log.info(
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
         )
+        if not assigned or self._restorer is None:
+            return
+        self._restoring |= assigned
+        self._consumer.pause(*assigned)
+        self._paused |= assigned
+        try:
+            restored = await self._restorer.restore((tp.topic, tp.partition) for tp in assigned)
+        except RestoreError as exc:
+            # Waiting for ever would stall the partitions; going on risks repeating work that
+            # was done before the crash. Say so loudly and go on.
+            self._metrics.restore_failures.inc(len(assigned))
+            log.error("outcomes_read_back_failed", error=str(exc))  # noqa: TRY400
+            restored = {}
+        unmarked: dict[TopicPartition, OffsetAndMetadata] = {}
+        for key, result in restored.items():
+            self._pipeline.restore(key, result.outcomes, result.outcomes_end)
+            self._metrics.restored_commands.inc(len(result.outcomes))
+            if not result.had_mark:
+                tp = TopicPartition(*key)
+                position = await self._consumer.position(tp)
+                unmarked[tp] = OffsetAndMetadata(position, encode_mark(result.outcomes_end))
+        if unmarked:
+            with contextlib.suppress(CommitFailedError, KafkaError):
+                await self._consumer.commit(unmarked)
+        self._restoring -= assigned
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -251,7 +291,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._loop.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._loop.on_assigned(set(assigned))
+        await self._loop.on_assigned(set(assigned))
 
 
 async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -44,6 +44,8 @@ _FATAL_TO_PRODUCER: Final = (
 _STOP_TIMEOUT_S: Final = 10.0
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
+# key, value, headers, partition (None: by key).
+_Record = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
 
 
 class PublishError(Exception):
@@ -76,12 +78,21 @@ class RecordPublisher:
         """Flush and close the producer."""
         await self._producer.stop()
 
-    async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> None:
-        """Send every record and return once the broker acknowledged all of them."""
-        await self._send_all(
+    async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> list[int]:
+        """Send every record to the outcomes partition numbered like its event's partition.
+
+        Returns once the broker acknowledged all of them, with the offsets they landed at:
+        co-partitioned, a partition's outcomes can be read back when it is assigned.
+        """
+        return await self._send_all(
             self._outcomes_topic,
             [
-                (record.identifier_value.encode(), record.model_dump_json().encode(), [])
+                (
+                    record.identifier_value.encode(),
+                    record.model_dump_json().encode(),
+                    [],
+                    record.partition,
+                )
                 for record in records
             ],
         )
@@ -95,19 +106,19 @@ class RecordPublisher:
     ) -> None:
         """Send one DLQ record with the original headers; returns once acknowledged."""
         await self._send_all(
-            self._dlq_topic, [(key, record.model_dump_json().encode(), list(headers))]
+            self._dlq_topic, [(key, record.model_dump_json().encode(), list(headers), None)]
         )
 
-    async def _send_all(
-        self, topic: str, records: Sequence[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
-    ) -> None:
+    async def _send_all(self, topic: str, records: Sequence[_Record]) -> list[int]:
         producer = self._producer
         try:
             futures = [
-                await producer.send(topic, value=value, key=key, headers=headers)
-                for key, value, headers in records
+                await producer.send(
+                    topic, value=value, key=key, headers=headers, partition=partition
+                )
+                for key, value, headers, partition in records
             ]
-            await asyncio.gather(*futures)
+            return [metadata.offset for metadata in await asyncio.gather(*futures)]
         except _FATAL_TO_PRODUCER as exc:
             await self._replace(producer, exc)
             raise PublishError(f"{topic}: {exc!r}; producer replaced") from None

@@ -167,6 +167,26 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.completed_uncommitted = Gauge(
+            "completed_uncommitted_outcomes",
+            "Outcomes published for events above the committed offsets: work a crash would"
+            " make the next owner read back from the outcomes topic instead of redoing.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.restored_commands = Counter(
+            "restored_commands_total",
+            "Commands found completed in the outcomes topic when a partition was assigned.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.restore_failures = Counter(
+            "restore_failures_total",
+            "Partitions assigned whose completed work could not be read back (duplicates"
+            " possible).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.producer_replacements = Counter(
             "kafka_producer_replacements_total",
             "Kafka producers replaced after failing in a way they cannot recover from"

@@ -1,0 +1,219 @@
+"""Reading a partition's completed work back from the outcomes topic when it is assigned.
+
+Outcomes are co-partitioned with the input (an outcome goes to the outcomes partition numbered
+like its event's partition), and every committed input offset carries a restore mark in its
+commit metadata: the outcomes offset from which the outcomes of the events at or above it lie
+(domain/restore.py). On assignment the new owner reads each outcomes partition from the lowest
+mark of its input partitions to the end: the command_ids found there are complete and are not
+sent or published again, whatever died before (SIGKILL, OOM, node loss). The state lives in
+Kafka, follows the partitions, and needs no other store.
+
+Start-up checks that the outcomes topic exists and has at least as many partitions as every
+input topic, so that co-partitioning holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from promo_bridge.domain.restore import RestoredOutcome
+
+log = structlog.get_logger(__name__)
+
+_MARK_PREFIX: Final = "promo-bridge:outcomes="
+_POLL_MS: Final = 200
+
+
+class TopologyError(Exception):
+    """The topics do not have the shape the service needs; the message says how to fix it."""
+
+
+class RestoreError(Exception):
+    """Completed work could not be read back in time; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What was read back for one assigned input partition."""
+
+    outcomes: tuple[RestoredOutcome, ...]
+    # The outcomes partition's end when it was read: later outcomes lie beyond it.
+    outcomes_end: int
+    # Whether the committed offset carried a mark (else nothing could be read back).
+    had_mark: bool
+
+
+def encode_mark(outcomes_offset: int | None) -> str:
+    """Commit metadata holding a restore mark ("" when there is none)."""
+    return "" if outcomes_offset is None else f"{_MARK_PREFIX}{outcomes_offset}"
+
+
+def decode_mark(metadata: str | None) -> int | None:
+    """The restore mark in commit metadata, or None (absent, or written by something else)."""
+    if not metadata or not metadata.startswith(_MARK_PREFIX):
+        return None
+    text = metadata.removeprefix(_MARK_PREFIX)
+    return int(text) if text.isdigit() else None
+
+
+class OutcomeRestorer:
+    """Reads back completed command_ids for assigned partitions (see the module docstring)."""
+
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        *,
+        group_id: str,
+        outcomes_topic: str,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._options = dict(options)
+        self._group_id = group_id
+        self._outcomes_topic = outcomes_topic
+        self._timeout_s = timeout_s
+        self._admin = AIOKafkaAdminClient(**self._options)
+        self._reader = AIOKafkaConsumer(
+            **self._options,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Outcomes are read whole; they are small JSON records.
+            max_partition_fetch_bytes=1 << 20,
+        )
+
+    async def start(self) -> None:
+        """Connect the admin client and the reader."""
+        await self._admin.start()
+        await self._reader.start()
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        with contextlib.suppress(KafkaError):
+            await self._reader.stop()
+        with contextlib.suppress(KafkaError):
+            await self._admin.close()
+
+    async def check_copartitioned(self, input_topics: Iterable[str]) -> None:
+        """TopologyError unless the outcomes topic has as many partitions as any input topic."""
+        counts = await self._partition_counts([self._outcomes_topic, *input_topics])
+        outcomes = counts.pop(self._outcomes_topic)
+        missing = sorted(topic for topic, count in counts.items() if count is None)
+        if missing:
+            raise TopologyError(f"input topic(s) {', '.join(missing)} do not exist: create them")
+        widest = max((count or 0) for count in counts.values())
+        if outcomes is None:
+            raise TopologyError(
+                f"outcomes topic {self._outcomes_topic} does not exist: create it with at least"
+                f" {widest} partitions (as many as the widest input topic)"
+            )
+        if outcomes < widest:
+            narrow = ", ".join(
+                f"{t} ({c})" for t, c in sorted(counts.items()) if (c or 0) > outcomes
+            )
+            raise TopologyError(
+                f"outcomes topic {self._outcomes_topic} has {outcomes} partitions but input"
+                f" {narrow} has more: outcomes are co-partitioned with the input, so give the"
+                f" outcomes topic at least {widest} partitions"
+            )
+
+    async def _partition_counts(self, topics: list[str]) -> dict[str, int | None]:
+        # Listing first: a metadata request naming a missing topic may create it (broker
+        # auto-creation), with the wrong partition count.
+        known = set(await self._admin.list_topics())
+        existing = [topic for topic in dict.fromkeys(topics) if topic in known]
+        described = await self._admin.describe_topics(existing) if existing else []
+        counts: dict[str, int | None] = dict.fromkeys(topics)
+        for topic in described:
+            counts[topic["topic"]] = len(topic["partitions"])
+        return counts
+
+    async def restore(self, assigned: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Restored]:
+        """Read back the completed work of input partitions; RestoreError when it cannot."""
+        tps = [TopicPartition(topic, partition) for topic, partition in assigned]
+        if not tps:
+            return {}
+        try:
+            return await asyncio.wait_for(self._restore(tps), self._timeout_s)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise RestoreError(f"reading back {self._outcomes_topic}: {exc!r}") from None
+
+    async def _restore(self, tps: list[TopicPartition]) -> dict[tuple[str, int], Restored]:
+        committed: dict[
+            TopicPartition, OffsetAndMetadata
+        ] = await self._admin.list_consumer_group_offsets(self._group_id, partitions=tps)
+        marks = {tp: decode_mark(meta.metadata) for tp, meta in committed.items()}
+        starts: dict[TopicPartition, int] = {}
+        for tp in tps:
+            mark = marks.get(tp)
+            if mark is not None:
+                source = TopicPartition(self._outcomes_topic, tp.partition)
+                starts[source] = min(mark, starts.get(source, mark))
+        sources = {TopicPartition(self._outcomes_topic, tp.partition) for tp in tps}
+        ends: dict[TopicPartition, int] = await self._reader.end_offsets(list(sources))
+        started = time.monotonic()
+        completed = await self._read(starts, ends)
+        found = sum(len(outcomes) for outcomes in completed.values())
+        log.info(
+            "outcomes_read_back",
+            partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in tps),
+            records_from={f"{s.partition}": o for s, o in starts.items()},
+            commands=found,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        result = {}
+        for tp in tps:
+            source = TopicPartition(self._outcomes_topic, tp.partition)
+            result[(tp.topic, tp.partition)] = Restored(
+                outcomes=tuple(completed.get(source, ())),
+                outcomes_end=ends[source],
+                had_mark=marks.get(tp) is not None,
+            )
+        return result
+
+    async def _read(
+        self, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, list[RestoredOutcome]]:
+        todo = {tp: start for tp, start in starts.items() if start < ends[tp]}
+        completed: dict[TopicPartition, list[RestoredOutcome]] = {tp: [] for tp in todo}
+        if not todo:
+            return completed
+        self._reader.assign(list(todo))
+        for tp, start in todo.items():
+            self._reader.seek(tp, start)
+        remaining = set(todo)
+        while remaining:
+            batches = await self._reader.getmany(*remaining, timeout_ms=_POLL_MS)
+            for tp, records in batches.items():
+                completed[tp].extend(_outcomes(records))
+            for tp in list(remaining):
+                if await self._reader.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return completed
+
+
+def _outcomes(records: Iterable[Any]) -> Iterable[RestoredOutcome]:
+    for record in records:
+        try:
+            outcome = json.loads(record.value)
+            restored = RestoredOutcome(
+                command_id=str(outcome["command_id"]),
+                source=(str(outcome["topic"]), int(outcome["partition"])),
+                source_offset=int(outcome["offset"]),
+                outcomes_offset=record.offset,
+            )
+        except (ValueError, TypeError, KeyError):
+            # Not an outcome of ours (the topic is shared, or a record was damaged).
+            continue
+        yield restored
