@@ -88,3 +88,12 @@ def test_a_copy_on_the_same_partition_holds_the_mark_of_the_original_outcome() -
     flow.published(flow.delivered(batch, Delivery(completed=results), 0.0), [5])
     # Committing only the original leaves the copy to re-read: its outcome stays above the mark.
     assert flow.restore_marks({TP: 1}) == {TP: 5}
+
+
+def test_an_idle_partition_mark_follows_its_outcomes_partition() -> None:
+    """With nothing pending, the mark moves with outcomes of other topics on the same partition."""
+    marks = RestoreMarks()
+    marks.restored(TP, outcomes_end=3)
+    marks.published(("returns", 0), input_offset=0, outcomes_offset=50)
+    marks.published(("orders", 1), input_offset=0, outcomes_offset=90)
+    assert marks.mark(TP, committed=0) == 51

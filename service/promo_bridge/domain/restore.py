@@ -8,9 +8,9 @@ offset >= M. After a crash or a re-assignment, the new owner reads outcomes part
 to its end, and the commands found there are not sent or published again.
 
 A mark is the smallest outcomes offset among outcomes of events at or above N that this owner
-has seen acknowledged; when there is none, one past the largest it has seen (later outcomes
-come after it), or the end of the outcomes partition when the partition was restored. Pure: no
-I/O, plain integers.
+has seen acknowledged; when there is none, one past the newest outcome it has seen in that
+outcomes partition (later outcomes come after it), or the end of the outcomes partition when
+the partition was restored. Pure: no I/O, plain integers.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class RestoreMarks:
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _Marks] = {}
+        # Per outcomes partition, one past the newest outcome seen there (of any input topic):
+        # an input partition with nothing pending has nothing of its own below it to re-read.
+        self._newest: dict[int, int] = {}
 
     def restored(self, tp: TopicPartition, outcomes_end: int) -> None:
         """The partition is (re)assigned; its outcomes were read up to `outcomes_end`."""
@@ -55,6 +58,7 @@ class RestoreMarks:
         marks.pending[input_offset] = (min(lowest, outcomes_offset), count + 1)
         if marks.next_after is None or outcomes_offset >= marks.next_after:
             marks.next_after = outcomes_offset + 1
+        self._newest[tp[1]] = max(self._newest.get(tp[1], 0), outcomes_offset + 1)
 
     def mark(self, tp: TopicPartition, committed: int) -> int | None:
         """The mark to store with committed offset `committed`; None when nothing is known.
@@ -68,7 +72,10 @@ class RestoreMarks:
             del marks.pending[offset]
         if marks.pending:
             return min(lowest for lowest, _ in marks.pending.values())
-        return marks.next_after
+        newest = self._newest.get(tp[1])
+        if marks.next_after is None or newest is None:
+            return marks.next_after if newest is None else newest
+        return max(marks.next_after, newest)
 
     def forget(self, tp: TopicPartition) -> None:
         """The partition went to another owner."""

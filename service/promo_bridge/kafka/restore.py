@@ -154,10 +154,12 @@ class OutcomeRestorer:
             TopicPartition, OffsetAndMetadata
         ] = await self._admin.list_consumer_group_offsets(self._group_id, partitions=tps)
         marks = {tp: decode_mark(meta.metadata) for tp, meta in committed.items()}
+        # A partition committed to its end has nothing to re-read, however old its mark.
+        input_ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
         starts: dict[TopicPartition, int] = {}
         for tp in tps:
             mark = marks.get(tp)
-            if mark is not None:
+            if mark is not None and committed[tp].offset < input_ends[tp]:
                 source = TopicPartition(self._outcomes_topic, tp.partition)
                 starts[source] = min(mark, starts.get(source, mark))
         sources = {TopicPartition(self._outcomes_topic, tp.partition) for tp in tps}
