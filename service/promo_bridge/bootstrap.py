@@ -8,6 +8,7 @@ component refuses fails here, at start-up, as a `SettingsError` naming the varia
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,7 +87,11 @@ def configure(settings: Settings) -> ServiceConfig:
         outcomes_topic=settings.outcomes_topic,
         dlq_topic=settings.dlq_topic,
         client=client,
-        flow=settings.flow_config(),
+        # As many calls out as the client runs at once: the rest wait in the core, where the
+        # oldest due batch (a lane's next command included) is the next to go.
+        flow=dataclasses.replace(
+            settings.flow_config(), max_calls_in_flight=settings.capillary_max_in_flight
+        ),
         pipeline=PipelineConfig(),
         loop=ConsumerLoopConfig(
             topics=tuple(settings.input_topics),

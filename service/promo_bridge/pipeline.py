@@ -214,9 +214,10 @@ class Pipeline:
             was_refused = self._flow.auth_refused
             completions = self._flow.delivered(batch, delivery, self._clock())
             self._report_delivery(delivery, was_refused=was_refused)
+            # A call is free again, and requeued commands are due once any hold ends: the
+            # dispatcher re-plans.
+            self._wake.set()
             if delivery.pending:
-                # The requeued commands are due once the hold ends: the dispatcher re-plans.
-                self._wake.set()
                 self._progress.set()
             await self._publish(completions)
 

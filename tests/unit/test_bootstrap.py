@@ -38,6 +38,7 @@ def test_each_component_gets_its_part_of_the_settings(tmp_path: Path) -> None:
     assert config.flow.batch_limits[Endpoint.REVOKE_DIRECT_EARN] == 7
     assert config.client.batch_limits[Endpoint.REVOKE_DIRECT_EARN] == 7
     assert (config.flow.max_pending, config.flow.resume_below) == (40, 20)
+    assert config.flow.max_calls_in_flight == config.client.max_in_flight == 8
     assert config.loop.topics == ("orders",)
     assert config.loop.drain_timeout_s == 3.0
     assert config.consumer["group_id"] == "pb-boot"

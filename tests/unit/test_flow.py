@@ -182,6 +182,40 @@ def test_a_dead_letter_of_a_partition_let_go_does_not_complete_its_re_read() -> 
     assert flow.pending == 0
 
 
+def test_when_calls_are_scarce_a_lane_next_command_goes_before_later_events() -> None:
+    """One call at a time: the earn of the first order goes before the second order's enrol."""
+    flow = make_flow(window_ms=0, max_calls_in_flight=1)
+    flow.accept([record(0, order_placed("1", 6000.0))], 0.0, AT)
+    sent = []
+
+    def send_one(now: float) -> None:
+        (batch,) = flow.ready(now)
+        # The only call is out: nothing else is released, and nothing is due until it returns.
+        assert flow.ready(now) == []
+        assert flow.next_deadline(now) is None
+        sent.append(
+            (
+                batch.key.action.value,
+                batch.commands[0].subject,
+                [c.identifier_value for c in batch.commands],
+            )
+        )
+        flow.published(flow.delivered(batch, applied(batch), now))
+
+    send_one(0.0)
+    flow.accept([record(1, order_placed("2", 6000.0))], 1.0, AT)
+    for _ in range(4):
+        send_one(1.0)
+    assert sent == [
+        ("enrol", "big", ["1"]),
+        ("earn", "big", ["1"]),
+        ("earn", "direct", ["1", "2"]),
+        ("enrol", "big", ["2"]),
+        ("earn", "big", ["2"]),
+    ]
+    assert flow.committable() == {(TOPIC, 0): 2}
+
+
 def test_config_refuses_a_low_water_mark_at_the_bound() -> None:
     """resume_below must lie below max_pending."""
     with pytest.raises(ValueError, match="resume_below"):
@@ -383,6 +417,7 @@ class FlowMachine(RuleBasedStateMachine):
             unavailable_retry_s=0.5,
             max_pending=MAX_PENDING,
             resume_below=RESUME_BELOW,
+            max_calls_in_flight=2,
         )
 
     # -- invariants -------------------------------------------------------------------------

@@ -9,7 +9,12 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from promo_bridge.observability.logging import REDACTED, configure_logging, redact_secrets
+from promo_bridge.observability.logging import (
+    REDACTED,
+    RepeatLimiter,
+    configure_logging,
+    redact_secrets,
+)
 
 
 def test_redacts_secret_looking_keys() -> None:
@@ -47,3 +52,22 @@ def test_json_lines_carry_bound_context(capsys: pytest.CaptureFixture[str]) -> N
     finally:
         logging.getLogger().handlers.clear()
         structlog.reset_defaults()
+
+
+def test_a_storm_of_one_library_error_becomes_one_line_per_interval() -> None:
+    """aiokafka's repeated connection errors pass once per interval, saying how many were held."""
+    now = [0.0]
+    limiter = RepeatLimiter("aiokafka", interval_s=10.0, clock=lambda: now[0])
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (), None)
+
+    storm = [record("aiokafka.conn", "Unable connect to node %s") for _ in range(1000)]
+    passed = [r for r in storm if limiter.filter(r)]
+    assert len(passed) == 1
+    assert limiter.filter(record("aiokafka.conn", "another message"))
+    assert limiter.filter(record("promo_bridge.pipeline", "Unable connect to node %s"))
+    now[0] = 10.0
+    late = record("aiokafka.conn", "Unable connect to node %s")
+    assert limiter.filter(late)
+    assert late.msg == "Unable connect to node %s [999 more like this held back]"

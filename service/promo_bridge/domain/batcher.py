@@ -185,24 +185,30 @@ class MicroBatcher:
             self._deadline_stale = False
         return self._deadline
 
-    def ready(self, now: float) -> list[Batch]:
-        """Pop every due batch (full buckets, and buckets whose oldest waited the window).
+    def ready(self, now: float, max_batches: int | None = None) -> list[Batch]:
+        """Pop due batches (full buckets, and buckets whose oldest waited the window).
 
+        At most `max_batches` of them, the oldest first: when calls are scarce, a lane's next
+        command (which keeps its enqueue time) goes before commands that arrived after it.
         The commands of the returned batches are in flight until `complete` or `requeue`.
-        Batches come oldest first.
         """
         deadline = self.next_deadline()
-        if deadline is None or now < deadline:
+        if deadline is None or now < deadline or max_batches == 0:
             return []
-        taken: list[tuple[tuple[float, int], Batch]] = []
-        for key in list(self._buckets):
-            bucket = self._buckets[key]
+        due: list[tuple[tuple[float, int], BatchKey, int, str]] = []
+        for key, bucket in self._buckets.items():
             limit = self._limits[key.endpoint]
-            while len(bucket) >= limit:
-                taken.append(self._take(key, bucket[:limit], "size", prefix=True))
-            if bucket and now >= bucket[0].enqueued_at + self._window_s:
-                taken.append(self._take(key, list(bucket), "window", prefix=True))
-        return _oldest_first(taken)
+            full = len(bucket) // limit
+            due.extend((_order(bucket[i * limit]), key, limit, "size") for i in range(full))
+            rest = bucket[full * limit :]
+            if rest and now >= rest[0].enqueued_at + self._window_s:
+                due.append((_order(rest[0]), key, len(rest), "window"))
+        due.sort(key=lambda item: item[0])
+        taken = [
+            self._take(key, self._buckets[key][:count], reason, prefix=True)
+            for _, key, count, reason in due[:max_batches]
+        ]
+        return [batch for _, batch in taken]
 
     def flush_all(self, now: float, where: CommandFilter | None = None) -> list[Batch]:
         """Pop every bucketed command (or those satisfying `where`) in batches, due or not.

@@ -70,6 +70,9 @@ class FlowConfig:
     resume_below: int = 5_000
     # After the API was unavailable, nothing is sent for this long (or the longer pause it asked).
     unavailable_retry_s: float = 5.0
+    # Calls handed to the sender and not answered yet, at most (None: no bound). Batches wait
+    # in the core meanwhile, so the oldest due ones (a lane's next command included) go first.
+    max_calls_in_flight: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_pending < 1:
@@ -78,6 +81,8 @@ class FlowConfig:
             raise ValueError("resume_below must be between 0 and max_pending - 1")
         if self.unavailable_retry_s < 0:
             raise ValueError("unavailable_retry_s must not be negative")
+        if self.max_calls_in_flight is not None and self.max_calls_in_flight < 1:
+            raise ValueError("max_calls_in_flight must be at least 1")
 
 
 class PauseReason(StrEnum):
@@ -161,6 +166,7 @@ class Flow:
         self._letters: dict[int, TopicPartition | None] = {}
         self._letter_seq = 0
         self._hold_until = 0.0
+        self._calls = 0
         self._auth_refused = False
         self._backpressure = False
 
@@ -250,13 +256,26 @@ class Flow:
     # -- dispatch -------------------------------------------------------------------------
 
     def ready(self, now: float) -> list[Batch]:
-        """Batches due now (full, or their window passed); none while the API is held."""
+        """Batches due now (full, or their window passed), oldest first, as calls are free.
+
+        None while the API is held.
+        """
         if self.held(now):
             return []
-        return self._batcher.ready(now)
+        limit = self._config.max_calls_in_flight
+        batches = self._batcher.ready(now, None if limit is None else max(0, limit - self._calls))
+        self._calls += len(batches)
+        return batches
 
     def next_deadline(self, now: float) -> float | None:
-        """When `ready` may next release a batch; None when nothing is waiting."""
+        """When `ready` may next release a batch; None when nothing is waiting.
+
+        Also None while every call is out: an answer frees one, and its delivery wakes the
+        caller to ask again.
+        """
+        limit = self._config.max_calls_in_flight
+        if limit is not None and self._calls >= limit:
+            return None
         deadline = self._batcher.next_deadline()
         if deadline is not None and self.held(now):
             return max(deadline, self._hold_until)
@@ -270,10 +289,13 @@ class Flow:
         if self.held(now):
             return []
         if partitions is None:
-            return self._batcher.flush_all(now)
-        return self._batcher.flush_all(
-            now, where=lambda c: (c.position.topic, c.position.partition) in partitions
-        )
+            batches = self._batcher.flush_all(now)
+        else:
+            batches = self._batcher.flush_all(
+                now, where=lambda c: (c.position.topic, c.position.partition) in partitions
+            )
+        self._calls += len(batches)
+        return batches
 
     def incomplete(self, partitions: set[TopicPartition] | None = None) -> bool:
         """Whether `partitions` (None: anything) hold work without its outcome acknowledged."""
@@ -289,6 +311,7 @@ class Flow:
         Pending commands go back to their buckets and sending holds for the API's pause; the
         settled ones stay in flight (their lanes blocked) until `published`.
         """
+        self._calls -= 1
         by_id = {command.command_id: command for command in batch.commands}
         completions = []
         for answer in delivery.completed:

@@ -111,19 +111,27 @@ class RecordPublisher:
 
     async def _send_all(self, topic: str, records: Sequence[_Record]) -> list[int]:
         producer = self._producer
+        futures: list[asyncio.Future[Any]] = []
         try:
-            futures = [
-                await producer.send(
-                    topic, value=value, key=key, headers=headers, partition=partition
+            for key, value, headers, partition in records:
+                futures.append(
+                    await producer.send(
+                        topic, value=value, key=key, headers=headers, partition=partition
+                    )
                 )
-                for key, value, headers, partition in records
-            ]
-            return [metadata.offset for metadata in await asyncio.gather(*futures)]
+            settled = await asyncio.gather(*futures, return_exceptions=True)
+            _raise_first_error(settled)
         except _FATAL_TO_PRODUCER as exc:
             await self._replace(producer, exc)
             raise PublishError(f"{topic}: {exc!r}; producer replaced") from None
         except KafkaError as exc:
             raise PublishError(f"{topic}: {exc!r}") from None
+        finally:
+            # A send that failed half-way leaves futures nobody awaits: retrieve their errors
+            # so that asyncio does not log each as "never retrieved".
+            for future in futures:
+                future.add_done_callback(_retrieve)
+        return [int(meta.offset) for meta in settled if not isinstance(meta, BaseException)]
 
     async def _replace(self, broken: AIOKafkaProducer, error: Exception) -> None:
         """Swap in a new producer once, however many sends saw the old one fail."""
@@ -143,6 +151,17 @@ class RecordPublisher:
                 raise PublishError(f"cannot start a new producer: {exc!r}") from None
             self._producer = fresh
             self._on_replace()
+
+
+def _raise_first_error(settled: Sequence[Any]) -> None:
+    for outcome in settled:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def producer_options(*, idempotence: bool) -> dict[str, Any]:

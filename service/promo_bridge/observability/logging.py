@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -23,6 +24,39 @@ def redact_secrets(
         if _SECRET_KEY.search(key):
             event_dict[key] = REDACTED
     return event_dict
+
+
+class RepeatLimiter(logging.Filter):
+    """Of the records of loggers under `prefix`, one per message template per `interval_s`.
+
+    During a broker outage aiokafka logs the same connection error thousands of times a
+    second; one line per interval says as much. The next line let through says how many like
+    it were held back. Records of other loggers pass untouched.
+    """
+
+    def __init__(self, prefix: str, interval_s: float = 10.0, clock: Any = None) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._interval_s = interval_s
+        self._clock = clock or time.monotonic
+        self._last: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for the first record of a kind in each interval."""
+        if record.name != self._prefix and not record.name.startswith(self._prefix + "."):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.msg} [{held} more like this held back]"
+        return True
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
@@ -52,9 +86,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    # A logger's own filters do not apply to its children's records: filter at the handler.
+    handler.addFilter(RepeatLimiter("aiokafka"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiokafka logs every rebalance step at INFO; keep its warnings only.
+    # aiokafka logs every rebalance step at INFO; keep its warnings only (and not a storm of
+    # the same one while a broker is away: the handler's RepeatLimiter).
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
