@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck unit integration kafka-fetch bench schemas deploy-check clean
+.PHONY: venv run chaos test lint typecheck unit integration kafka-fetch bench schemas deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ kafka-fetch: ## download the Kafka jars once (cached under ~/.cache/promo-bridge
 
 run: venv kafka-fetch ## broker + simulator + service on the examples, then the outcome table
 	$(PY) scripts/demo.py
+
+chaos: venv kafka-fetch ## SIGKILL, SIGTERM churn, broker outage, API faults; ARGS=--quick for ~3 min
+	$(PY) scripts/chaos.py $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import kafka_broker
+import local_stack
 from kafka_tools import (
     TOPIC_OF_TYPE,
     ReadRecord,
@@ -37,23 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / ".run"
 EVENTS = ROOT / "examples" / "events.jsonl"
 RULES = ROOT / "examples" / "rules.yaml"
-BIN = Path(sys.executable).parent / "promo-bridge"
 OUTCOMES_TOPIC = "promo-bridge.outcomes"
 DLQ_TOPIC = "promo-bridge.dlq"
-
-
-def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
 
 
 def _get_json(url: str) -> Any:
@@ -136,15 +120,9 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         api_port, ops_port = kafka_broker.free_port(), kafka_broker.free_port()
-        sim_log = (logs / "simulator.log").open("wb")
-        sim = subprocess.Popen(
-            [str(BIN), "simulate-api", "--port", str(api_port)],
-            stdout=sim_log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(sim)
+        (logs / "simulator.log").unlink(missing_ok=True)
+        procs.append(local_stack.start_simulator(api_port, logs / "simulator.log"))
         api = f"http://127.0.0.1:{api_port}"
-        _wait_http(f"{api}/__admin/ledger", 30, sim)
         print(f"  simulator {api}", flush=True)
         asyncio.run(
             create_topics(
@@ -153,25 +131,21 @@ def main() -> int:
             )
         )
         group = f"promo-bridge-demo-{uuid.uuid4().hex[:6]}"
-        env = {
-            **os.environ,
-            "PROMO_BRIDGE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "PROMO_BRIDGE_GROUP_ID": group,
-            "PROMO_BRIDGE_RULES_FILE": str(RULES),
-            "PROMO_BRIDGE_CAPILLARY_BASE_URL": api,
-            "PROMO_BRIDGE_CAPILLARY_TILL_CODE": "store.server",
-            "PROMO_BRIDGE_CAPILLARY_PASSWORD": "server123",
-            "PROMO_BRIDGE_HTTP_PORT": str(ops_port),
-            "PROMO_BRIDGE_BATCH_WINDOW_MS": "300",
-            # The simulator's (invented) "not enrolled in the target" answer to unEnroll.
-            "PROMO_BRIDGE_CAPILLARY_UNENROLL_NOT_ENROLLED_CODES": "310120",
-        }
-        svc_log = (logs / "service.log").open("wb")
-        service = subprocess.Popen(
-            [str(BIN), "run"], env=env, stdout=svc_log, stderr=subprocess.STDOUT
+        env = local_stack.service_env(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "GROUP_ID": group,
+                "RULES_FILE": str(RULES),
+                "CAPILLARY_BASE_URL": api,
+                "HTTP_PORT": str(ops_port),
+                "BATCH_WINDOW_MS": "300",
+                **local_stack.SIMULATOR_SETTINGS,
+            }
         )
+        (logs / "service.log").unlink(missing_ok=True)
+        service = local_stack.spawn([str(local_stack.BIN), "run"], logs / "service.log", env)
         procs.append(service)
-        _wait_http(f"http://127.0.0.1:{ops_port}/healthz", 30, service)
+        local_stack.wait_http(f"http://127.0.0.1:{ops_port}/healthz", 30, service)
         print(f"  service  ops http://127.0.0.1:{ops_port}/metrics  (logs in {logs})", flush=True)
         events = [json.loads(line) for line in EVENTS.read_text().splitlines() if line.strip()]
         print(f"producing {len(events)} events from {EVENTS.relative_to(ROOT)} ...", flush=True)
@@ -193,12 +167,7 @@ def main() -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            local_stack.stop(proc, timeout_s=30)
         kafka_broker.stop_broker(broker)
         print(f"stopped everything ({time.monotonic() - started:.1f} s in all)")
 

@@ -1,4 +1,4 @@
-"""Kafka helpers for `make run` (scripts/demo.py) and the tests; not part of the service.
+"""Kafka helpers for `make run`, `make chaos` and the tests; not part of the service.
 
 They talk to a real broker: create topics, produce CloudEvents keyed by customer, read a topic
 from the start, and compare a group's committed offsets with the end of its partitions.
@@ -128,14 +128,51 @@ async def read_topic(
         while not until(records):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: condition not met, {len(records)} records read")
-            fetched = await consumer.getmany(timeout_ms=200)
-            for tp, messages in fetched.items():
-                records.extend(
-                    ReadRecord(
-                        tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers or ())
-                    )
-                    for m in messages
-                )
+            records.extend(_read_records(await consumer.getmany(timeout_ms=200)))
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _read_records(fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[ReadRecord]:
+    """The messages of one `getmany` as ReadRecords."""
+    return [
+        ReadRecord(tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+        for tp, messages in fetched.items()
+        for m in messages
+    ]
+
+
+async def read_to_end(
+    bootstrap: str,
+    topic: str,
+    *,
+    isolation_level: str = "read_committed",
+    timeout_s: float = 120.0,
+) -> list[ReadRecord]:
+    """Read every partition of `topic` from the beginning to its end as of this call.
+
+    With read_committed the end is the last stable offset: records of aborted or open
+    transactions are not returned. TimeoutError if the end is not reached within `timeout_s`.
+    """
+    partitions = await partitions_of(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[ReadRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: end not reached, {len(records)} records read")
+            records.extend(_read_records(await consumer.getmany(timeout_ms=200)))
         return records
     finally:
         await consumer.stop()
