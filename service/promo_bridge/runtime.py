@@ -116,11 +116,15 @@ async def run_service(service: Service, *, install_signals: bool = True) -> None
 def _assemble(service: Service) -> _Parts:
     """Every component from its configuration; the one place where they are wired."""
     config, metrics = service.config, service.metrics
+    restorer = OutcomeRestorer(
+        config.kafka, group_id=config.consumer["group_id"], outcomes_topic=config.outcomes_topic
+    )
     publisher = RecordPublisher(
         lambda: AIOKafkaProducer(**config.kafka, **config.producer),
         outcomes_topic=config.outcomes_topic,
         dlq_topic=config.dlq_topic,
         on_replace=metrics.producer_replacements.inc,
+        read_back=restorer,
     )
     consumer = AIOKafkaConsumer(**config.kafka, **config.consumer)
     client = CapillaryClient(config.client, hooks=metrics_hooks(metrics))
@@ -130,9 +134,6 @@ def _assemble(service: Service) -> _Parts:
         sink=publisher,
         metrics=metrics,
         config=config.pipeline,
-    )
-    restorer = OutcomeRestorer(
-        config.kafka, group_id=config.consumer["group_id"], outcomes_topic=config.outcomes_topic
     )
     loop = ConsumerLoop(consumer, pipeline, metrics, config.loop, restorer=restorer)
     return _Parts(

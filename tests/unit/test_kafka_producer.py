@@ -120,3 +120,41 @@ async def test_a_replacement_that_cannot_start_is_tried_again_later() -> None:
     await publisher.publish_outcomes([outcome("c1")])
     assert fresh.sent == [("out", b"42", 0)]
     assert replaced == [1]
+
+
+class FakeReadBack:
+    """The outcomes topic as the read-back sees it: what landed, by command_id."""
+
+    def __init__(self, landed: dict[str, int], known_end: int | None = 40) -> None:
+        self.landed = landed
+        self.end = known_end
+        self.asked: list[tuple[dict[int, int], set[str]]] = []
+
+    def known_end(self, partition: int) -> int | None:
+        return self.end
+
+    async def find(self, since: dict[int, int], command_ids: set[str]) -> dict[str, int]:
+        self.asked.append((since, command_ids))
+        return {c: o for c, o in self.landed.items() if c in command_ids}
+
+
+async def test_an_outcome_that_landed_before_a_lost_answer_is_not_published_twice() -> None:
+    """After a failure without an answer, records found on the topic are not sent again."""
+    producer = FakeProducer(error=KafkaConnectionError())
+    read_back = FakeReadBack({"c1": 41})
+    publisher = RecordPublisher(
+        lambda: producer,  # type: ignore[arg-type,return-value]
+        outcomes_topic="out",
+        dlq_topic="dlq",
+        read_back=read_back,  # type: ignore[arg-type]
+    )
+    await publisher.start()
+    with pytest.raises(PublishError):
+        await publisher.publish_outcomes([outcome("c1"), outcome("c2")])
+    producer.error = None
+    assert await publisher.publish_outcomes([outcome("c1"), outcome("c2")]) == [41, 101]
+    assert producer.sent == [("out", b"42", 0)]
+    assert read_back.asked == [({0: 40}, {"c1", "c2"})]
+    # Settled: a later publish asks nothing more.
+    await publisher.publish_outcomes([outcome("c3")])
+    assert len(read_back.asked) == 1

@@ -29,6 +29,7 @@ from aiokafka.errors import (
 
 from promo_bridge.domain.dead_letters import DeadLetterRecord
 from promo_bridge.domain.outcomes import OutcomeRecord
+from promo_bridge.kafka.restore import OutcomeRestorer, RestoreError
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +63,16 @@ class RecordPublisher:
         outcomes_topic: str,
         dlq_topic: str,
         on_replace: Callable[[], None] = lambda: None,
+        read_back: OutcomeRestorer | None = None,
     ) -> None:
         self._factory = producer_factory
         self._on_replace = on_replace
+        self._read_back = read_back
+        # Per outcomes partition, one past the newest offset acknowledged to this publisher.
+        self._acked_end: dict[int, int] = {}
+        # Outcomes whose publish failed without an answer (they may have landed): command_id
+        # -> an offset of their partition below which they cannot lie.
+        self._unsure: dict[str, int] = {}
         self._producer = producer_factory()
         self._outcomes_topic = outcomes_topic
         self._dlq_topic = dlq_topic
@@ -82,20 +90,62 @@ class RecordPublisher:
         """Send every record to the outcomes partition numbered like its event's partition.
 
         Returns once the broker acknowledged all of them, with the offsets they landed at:
-        co-partitioned, a partition's outcomes can be read back when it is assigned.
+        co-partitioned, a partition's outcomes can be read back when it is assigned. A record
+        whose earlier publish failed without an answer is first looked for on the topic, and
+        not sent again if it is there (a new producer after a broker outage is not
+        deduplicated by the broker).
         """
-        return await self._send_all(
-            self._outcomes_topic,
-            [
-                (
-                    record.identifier_value.encode(),
-                    record.model_dump_json().encode(),
-                    [],
-                    record.partition,
-                )
-                for record in records
-            ],
-        )
+        landed = await self._landed(records)
+        to_send = [record for record in records if record.command_id not in landed]
+        bounds = {r.partition: self._lower_bound(r.partition) for r in to_send}
+        try:
+            offsets = await self._send_all(
+                self._outcomes_topic,
+                [
+                    (
+                        record.identifier_value.encode(),
+                        record.model_dump_json().encode(),
+                        [],
+                        record.partition,
+                    )
+                    for record in to_send
+                ],
+            )
+        except PublishError:
+            for record in to_send:
+                bound = bounds[record.partition]
+                if bound is not None:
+                    self._unsure.setdefault(record.command_id, bound)
+            raise
+        sent = dict(zip((r.command_id for r in to_send), offsets, strict=True))
+        for record in to_send:
+            self._acked_end[record.partition] = max(
+                self._acked_end.get(record.partition, 0), sent[record.command_id] + 1
+            )
+        for record in records:
+            self._unsure.pop(record.command_id, None)
+        return [landed.get(r.command_id, sent.get(r.command_id, -1)) for r in records]
+
+    def _lower_bound(self, partition: int) -> int | None:
+        if partition in self._acked_end:
+            return self._acked_end[partition]
+        return self._read_back.known_end(partition) if self._read_back is not None else None
+
+    async def _landed(self, records: Sequence[OutcomeRecord]) -> dict[str, int]:
+        unsure = [r for r in records if r.command_id in self._unsure]
+        if not unsure or self._read_back is None:
+            return {}
+        since: dict[int, int] = {}
+        for record in unsure:
+            bound = self._unsure[record.command_id]
+            since[record.partition] = min(bound, since.get(record.partition, bound))
+        try:
+            landed = await self._read_back.find(since, {r.command_id for r in unsure})
+        except RestoreError as exc:
+            raise PublishError(f"{self._outcomes_topic}: {exc}") from None
+        if landed:
+            log.info("outcomes_found_published", count=len(landed), of=len(unsure))
+        return landed
 
     async def publish_dead_letter(
         self,

@@ -83,6 +83,9 @@ class OutcomeRestorer:
         self._group_id = group_id
         self._outcomes_topic = outcomes_topic
         self._timeout_s = timeout_s
+        # One past the newest outcomes offset known per outcomes partition (from read-backs).
+        self._known_ends: dict[int, int] = {}
+        self._reading = asyncio.Lock()
         self._admin = AIOKafkaAdminClient(**self._options)
         self._reader = AIOKafkaConsumer(
             **self._options,
@@ -164,6 +167,8 @@ class OutcomeRestorer:
                 starts[source] = min(mark, starts.get(source, mark))
         sources = {TopicPartition(self._outcomes_topic, tp.partition) for tp in tps}
         ends: dict[TopicPartition, int] = await self._reader.end_offsets(list(sources))
+        for source, end in ends.items():
+            self._known_ends[source.partition] = max(end, self._known_ends.get(source.partition, 0))
         started = time.monotonic()
         completed = await self._read(starts, ends)
         found = sum(len(outcomes) for outcomes in completed.values())
@@ -184,7 +189,39 @@ class OutcomeRestorer:
             )
         return result
 
+    def known_end(self, partition: int) -> int | None:
+        """An outcomes offset of `partition` below which nothing written from now on can lie."""
+        return self._known_ends.get(partition)
+
+    async def find(self, since: Mapping[int, int], command_ids: set[str]) -> dict[str, int]:
+        """Which of `command_ids` lie in the outcomes partitions from `since`, and at what offset.
+
+        For a publish whose fate is unknown (the broker went away before answering): what
+        landed is not published again.
+        """
+        sources = {TopicPartition(self._outcomes_topic, p): start for p, start in since.items()}
+        try:
+            ends: dict[TopicPartition, int] = await asyncio.wait_for(
+                self._reader.end_offsets(list(sources)), self._timeout_s
+            )
+            found = await asyncio.wait_for(self._read(sources, ends), self._timeout_s)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise RestoreError(f"reading back {self._outcomes_topic}: {exc!r}") from None
+        return {
+            outcome.command_id: outcome.outcomes_offset
+            for outcomes in found.values()
+            for outcome in outcomes
+            if outcome.command_id in command_ids
+        }
+
     async def _read(
+        self, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, list[RestoredOutcome]]:
+        # The reader serves assignments and publishes alike: one read at a time.
+        async with self._reading:
+            return await self._read_unlocked(starts, ends)
+
+    async def _read_unlocked(
         self, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, list[RestoredOutcome]]:
         todo = {tp: start for tp, start in starts.items() if start < ends[tp]}
