@@ -26,7 +26,7 @@ from promo_bridge.domain.flow import Flow
 from promo_bridge.domain.rules import RuleSet, load_rules
 from promo_bridge.kafka.consumer import ConsumerLoop
 from promo_bridge.kafka.producer import RecordPublisher
-from promo_bridge.kafka.restore import OutcomeRestorer, TopologyError
+from promo_bridge.kafka.restore import OutcomeRestorer
 from promo_bridge.observability.http import Readiness, create_ops_app, serve_ops
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.pipeline import Pipeline
@@ -151,27 +151,26 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
     config = service.config
     parts = service._parts = _assemble(service)
     app = create_ops_app(service.metrics, service.readiness)
-    async with serve_ops(app, config.ops_host, config.ops_port) as port:
-        service.ops_port = port
+    # Whatever started is stopped, in reverse order, however start-up or the run ends.
+    async with contextlib.AsyncExitStack() as started:
+        started.push_async_callback(parts.client.aclose)
+        # Stopping a Kafka client that never started is harmless, and leaves no warning.
+        started.push_async_callback(parts.consumer.stop)
+        started.push_async_callback(lambda: asyncio.shield(parts.publisher.stop()))
+        service.ops_port = await started.enter_async_context(
+            serve_ops(app, config.ops_host, config.ops_port)
+        )
         await _wait_for_broker(dict(config.kafka), service.stop_event)
         await parts.restorer.start()
-        try:
-            await parts.restorer.check_copartitioned(config.loop.topics)
-        except TopologyError:
-            await parts.restorer.stop()
-            raise
+        started.push_async_callback(parts.restorer.stop)
+        await parts.restorer.check_copartitioned(config.loop.topics)
         await parts.publisher.start()
+        await parts.consumer.start()
+        dispatcher = asyncio.create_task(parts.pipeline.run_dispatcher(), name="dispatcher")
         try:
-            await parts.consumer.start()
-            dispatcher = asyncio.create_task(parts.pipeline.run_dispatcher(), name="dispatcher")
-            try:
-                yield parts.loop
-            finally:
-                await asyncio.shield(_shutdown(service.settings, parts, dispatcher))
+            yield parts.loop
         finally:
-            await asyncio.shield(parts.publisher.stop())
-            await parts.restorer.stop()
-            await parts.client.aclose()
+            await asyncio.shield(_shutdown(service.settings, parts, dispatcher))
 
 
 class _StoppedBeforeStartError(Exception):
