@@ -13,6 +13,7 @@ from harness import service_settings, write_rules
 from kafka_tools import create_topics
 from promo_bridge.kafka.restore import TopologyError
 from promo_bridge.runtime import build_service, run_service
+from promo_bridge.settings import Settings
 from runtime_support import probe, wait_until
 
 pytestmark = pytest.mark.integration
@@ -41,17 +42,21 @@ async def test_waits_for_an_absent_broker_alive_but_not_ready(unique: str, tmp_p
     assert not service.started.is_set()
 
 
-async def test_outcomes_topic_narrower_than_the_input_fails_start_up_saying_how_to_fix_it(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
-) -> None:
-    """Outcomes must be co-partitioned with the input: too few partitions stop the start."""
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
+def _settings_on(bootstrap: str, unique: str, tmp_path: Path) -> Settings:
+    return service_settings(
+        bootstrap=bootstrap,
         api_url="http://127.0.0.1:9",
         rules_file=write_rules(tmp_path),
         unique=unique,
         topics=[f"orders-{unique}"],
     )
+
+
+async def test_outcomes_topic_narrower_than_the_input_fails_start_up_saying_how_to_fix_it(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Outcomes must be co-partitioned with the input: too few partitions stop the start."""
+    settings = _settings_on(kafka_bootstrap, unique, tmp_path)
     await create_topics(kafka_bootstrap, {f"orders-{unique}": 3, settings.outcomes_topic: 1})
     service = build_service(settings)
     with pytest.raises(TopologyError) as caught:
@@ -68,13 +73,7 @@ async def test_a_missing_outcomes_topic_fails_start_up_and_is_not_created(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     """Start-up refuses to run without the outcomes topic instead of auto-creating a wrong one."""
-    settings = service_settings(
-        bootstrap=kafka_bootstrap,
-        api_url="http://127.0.0.1:9",
-        rules_file=write_rules(tmp_path),
-        unique=unique,
-        topics=[f"orders-{unique}"],
-    )
+    settings = _settings_on(kafka_bootstrap, unique, tmp_path)
     await create_topics(kafka_bootstrap, {f"orders-{unique}": 2})
     with pytest.raises(TopologyError, match="does not exist: create it with at least 2"):
         await asyncio.wait_for(
