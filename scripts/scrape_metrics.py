@@ -32,6 +32,7 @@ LABELS: dict[str, list[tuple[str, ...]]] = {
     "events_consumed": list(zip(TOPICS, EVENT_TYPES, strict=True)),
     "decode_failures": [("reviews",)],
     "dlq_records": [("reviews",)],
+    "dlq_refused": [("reviews",)],
     "rule_errors": [("enrol-big-spenders",)],
     "rule_actions_skipped": [("coupon-for-review", "no_identifier")],
     "commands": [(action.value, "big-spender") for action in Action],

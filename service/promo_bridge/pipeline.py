@@ -63,6 +63,7 @@ class RecordSink(Protocol):
 
     `publish_outcomes` writes each record to the outcomes partition numbered like its event's
     input partition, and returns the offsets they landed at (or none, if it cannot tell).
+    `publish_dead_letter` returns False when the broker refuses the record for good.
     """
 
     async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> Sequence[int]: ...
@@ -73,7 +74,7 @@ class RecordSink(Protocol):
         *,
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]],
-    ) -> None: ...
+    ) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +174,21 @@ class Pipeline:
             offset=record.offset,
             reason=refusal.reason,
         )
-        await self._retry_publish(
+        accepted = await self._retry_publish(
             lambda: self._sink.publish_dead_letter(letter, key=record.key, headers=record.headers)
         )
-        self._metrics.dlq_records.labels(record.topic).inc()
+        if accepted:
+            self._metrics.dlq_records.labels(record.topic).inc()
+        else:
+            # Retrying cannot help: say where the record is, and let its offset move on.
+            self._metrics.dlq_refused.labels(record.topic).inc()
+            log.error(
+                "dead_letter_refused",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                value_size=letter.value_size,
+            )
         self._flow.dead_letter_published(refusal)
         self._update_pending()
         self._progress.set()

@@ -11,6 +11,7 @@ import json
 from collections import Counter
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from harness import Rig, order_placed, running_service
 from kafka_tools import committed_offsets, end_offsets, read_topic, wait_caught_up
@@ -120,3 +121,44 @@ async def test_poison_events_each_make_one_dlq_record_and_the_rest_flows(
     assert sum(ends.values()) == GOOD + 2
     assert committed == ends
     assert await committed_offsets(kafka_bootstrap, settings.group_id) == ends
+
+
+async def test_a_dead_letter_the_broker_refuses_moves_the_offset_on(
+    kafka_bootstrap: str, rig: Rig, unique: str
+) -> None:
+    """A DLQ topic too small for the record: logged, counted, and the partition still flows."""
+    dlq = f"dlq-{unique}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "2000"})]
+        )
+    finally:
+        await admin.close()
+    sim = Simulator()
+    settings = await rig.prepare(sim, partitions=1, batch_window_ms=50)
+    assert settings.dlq_topic == dlq
+    good = [order_placed(str(890_000 + i), 6000.0) for i in range(5)]
+    poison = b"{" + b"x" * 5_000
+    records = [(rig.topic, b"890000", json.dumps(good[0]).encode(), [])]
+    records.append((rig.topic, b"890099", poison, []))
+    records += [
+        (rig.topic, str(890_000 + i).encode(), json.dumps(e).encode(), [])
+        for i, e in enumerate(good[1:], 1)
+    ]
+    await produce_with_headers(kafka_bootstrap, records)
+
+    async with running_service(settings) as service:
+        committed = await wait_caught_up(
+            kafka_bootstrap, settings.group_id, [rig.topic], timeout_s=30
+        )
+        tally = OutcomeTally({expected_command_id(e) for e in good})
+        await read_topic(kafka_bootstrap, settings.outcomes_topic, until=tally, timeout_s=30)
+        assert service.ops_port is not None
+        samples = await scrape(service.ops_port)
+
+    assert committed == await end_offsets(kafka_bootstrap, [rig.topic])
+    assert value(samples, "promo_bridge_dlq_refused_total", topic=rig.topic) == 1
+    assert value(samples, "promo_bridge_dlq_records_total", topic=rig.topic) == 0
+    assert Counter(tally.statuses.values()) == {"applied": len(good)}

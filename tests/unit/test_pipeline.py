@@ -50,14 +50,20 @@ class FakeSink:
     def __init__(self) -> None:
         self.outcomes: list[OutcomeRecord] = []
         self.letters: list[DeadLetterRecord] = []
+        # As a broker does with a record larger than the topic takes.
+        self.refuse_letters = False
 
-    async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> None:
+    async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> list[int]:
         self.outcomes.extend(records)
+        return []
 
     async def publish_dead_letter(
         self, record: DeadLetterRecord, *, key: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> None:
+    ) -> bool:
+        if self.refuse_letters:
+            return False
         self.letters.append(record)
+        return True
 
 
 def record(offset: int, event: dict[str, Any] | bytes) -> InputRecord:
@@ -131,6 +137,27 @@ async def test_poison_goes_to_dlq_and_offset_advances(pipeline: Pipeline, sink: 
     assert letter.value_text == "{not json"
     assert "JSON" in letter.reason
     assert pipeline.committable() == {(TOPIC, 0): 2}
+
+
+async def test_a_dead_letter_the_broker_refuses_is_counted_and_the_offset_moves_on(
+    sink: FakeSink,
+) -> None:
+    """A DLQ record refused for good is not retried for ever: counted, logged, offset passes."""
+    sink.refuse_letters = True
+    metrics = Metrics()
+    engine = Pipeline(
+        flow=Flow(RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS), FlowConfig(window_ms=0)),
+        sender=FakeSender(),
+        sink=sink,
+        metrics=metrics,
+    )
+    engine.accept([record(0, b"{not json")])
+    await until(lambda: engine.committable() == {(TOPIC, 0): 1})
+    assert sink.letters == []
+    assert metrics.dlq_refused.labels(TOPIC)._value.get() == 1
+    assert metrics.dlq_records.labels(TOPIC)._value.get() == 0
+    assert engine.pending == 0
+    await engine.aclose()
 
 
 async def test_unavailable_keeps_pending_and_publishes_completed(

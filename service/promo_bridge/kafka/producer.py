@@ -21,9 +21,11 @@ from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
     ProducerFenced,
+    RecordTooLargeError,
     UnknownProducerId,
 )
 
@@ -51,6 +53,10 @@ _Record = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
 
 class PublishError(Exception):
     """A record was not acknowledged; the message names the topic and the broker's error."""
+
+
+class PublishRefusedError(PublishError):
+    """The broker refuses the record for good (too large): sending it again cannot help."""
 
 
 class RecordPublisher:
@@ -153,11 +159,19 @@ class RecordPublisher:
         *,
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]],
-    ) -> None:
-        """Send one DLQ record with the original headers; returns once acknowledged."""
-        await self._send_all(
-            self._dlq_topic, [(key, record.model_dump_json().encode(), list(headers), None)]
-        )
+    ) -> bool:
+        """Send one DLQ record with the original headers; True once acknowledged.
+
+        False when the broker refuses it for good (larger than the topic takes, although the
+        value was cut): the caller logs where it came from and moves on.
+        """
+        try:
+            await self._send_all(
+                self._dlq_topic, [(key, record.model_dump_json().encode(), list(headers), None)]
+            )
+        except PublishRefusedError:
+            return False
+        return True
 
     async def _send_all(self, topic: str, records: Sequence[_Record]) -> list[int]:
         producer = self._producer
@@ -174,6 +188,8 @@ class RecordPublisher:
         except _FATAL_TO_PRODUCER as exc:
             await self._replace(producer, exc)
             raise PublishError(f"{topic}: {exc!r}; producer replaced") from None
+        except (RecordTooLargeError, MessageSizeTooLargeError) as exc:
+            raise PublishRefusedError(f"{topic}: {exc!r}") from None
         except KafkaError as exc:
             raise PublishError(f"{topic}: {exc!r}") from None
         finally:

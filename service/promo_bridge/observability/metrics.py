@@ -44,6 +44,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.dlq_refused = Counter(
+            "dlq_refused_total",
+            "Undecodable input records whose DLQ record the broker refused for good (too large);"
+            " their offsets moved on, and a log line says where they are.",
+            ["topic"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.rule_errors = Counter(
             "rule_evaluation_errors_total",
             "CEL conditions that failed to evaluate (no match).",
