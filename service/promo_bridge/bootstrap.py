@@ -68,6 +68,8 @@ class ServiceConfig:
     loop: ConsumerLoopConfig
     ops_host: str
     ops_port: int
+    # /readyz says not ready when work is pending and nothing completed for this long.
+    stall_timeout_s: float
 
 
 def configure(settings: Settings) -> ServiceConfig:
@@ -101,6 +103,7 @@ def configure(settings: Settings) -> ServiceConfig:
         ),
         ops_host=settings.http_host,
         ops_port=settings.http_port,
+        stall_timeout_s=settings.stall_timeout_s,
     )
 
 

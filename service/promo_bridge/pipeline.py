@@ -110,6 +110,8 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
+        # When a command or dead letter last completed, or work arrived with none pending.
+        self._last_progress = clock()
 
     # -- state the runtime reads ----------------------------------------------------------
 
@@ -123,6 +125,12 @@ class Pipeline:
         """True while Capillary refuses the credentials; cleared by the next successful call."""
         return self._flow.auth_refused
 
+    def seconds_without_progress(self) -> float:
+        """How long work has been pending with nothing completed (0 when nothing is pending)."""
+        if self._flow.pending == 0:
+            return 0.0
+        return max(0.0, self._clock() - self._last_progress)
+
     def pause_reason(self) -> PauseReason | None:
         """Why the consumer should pause its partitions now (the core decides)."""
         return self._flow.pause_reason()
@@ -131,7 +139,11 @@ class Pipeline:
 
     def accept(self, records: Iterable[InputRecord]) -> None:
         """Take consumed records; never blocks, never drops one."""
-        intake = self._flow.accept(records, self._clock(), self._wall_clock())
+        now = self._clock()
+        if self._flow.pending == 0:
+            # Idle until now: the time without progress counts from this work's arrival.
+            self._last_progress = now
+        intake = self._flow.accept(records, now, self._wall_clock())
         self._report_intake(intake)
         for refusal in intake.refused:
             self._spawn(self._send_dead_letter(refusal))
@@ -190,6 +202,7 @@ class Pipeline:
                 value_size=letter.value_size,
             )
         self._flow.dead_letter_published(refusal)
+        self._last_progress = self._clock()
         self._update_pending()
         self._progress.set()
 
@@ -257,6 +270,7 @@ class Pipeline:
         ]
         offsets = await self._retry_publish(lambda: self._sink.publish_outcomes(records))
         self._flow.published(completions, offsets)
+        self._last_progress = self._clock()
         for record in records:
             self._metrics.outcomes.labels(
                 record.status.value, record.error_class.value if record.error_class else ""

@@ -70,12 +70,15 @@ class Service:
         self.stop_event.set()
 
     def readiness(self) -> Readiness:
-        """Partitions assigned, broker reachable, not paused for authentication."""
+        """Partitions assigned, broker reachable, credentials accepted, work moving."""
         parts = self._parts
         checks = {
             "partitions_assigned": bool(parts and parts.loop.assigned),
             "broker_reachable": bool(parts and parts.loop.broker_reachable),
             "api_authenticated": bool(parts and not parts.pipeline.auth_failed),
+            "making_progress": bool(
+                parts and parts.pipeline.seconds_without_progress() < self.config.stall_timeout_s
+            ),
             "not_stopping": not self.stop_event.is_set(),
         }
         return Readiness(ready=all(checks.values()), reasons=checks)
@@ -136,6 +139,7 @@ def _assemble(service: Service) -> _Parts:
         config=config.pipeline,
     )
     loop = ConsumerLoop(consumer, pipeline, metrics, config.loop, restorer=restorer)
+    metrics.seconds_without_progress.set_function(pipeline.seconds_without_progress)
     return _Parts(
         consumer=consumer,
         restorer=restorer,

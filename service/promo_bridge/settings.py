@@ -251,6 +251,8 @@ class Settings(FlowSettings):
 
     # Shutdown and rebalance
     drain_timeout_s: float = Field(default=20.0, gt=0)
+    # Health: pending work and nothing completed for this long is a stuck pipeline.
+    stall_timeout_s: float = Field(default=120.0, gt=0)
 
     # Operations
     http_host: str = "127.0.0.1"

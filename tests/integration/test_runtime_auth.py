@@ -77,6 +77,7 @@ async def test_wrong_credentials_pause_without_outcomes_then_resume_by_themselve
         "partitions_assigned": True,
         "broker_reachable": True,
         "api_authenticated": False,
+        "making_progress": True,
         "not_stopping": True,
     }
     assert value(paused, "promo_bridge_outcomes_total") == 0

@@ -79,6 +79,7 @@ async def test_metrics_match_the_processed_events_and_probes_answer(
                 "partitions_assigned": True,
                 "broker_reachable": True,
                 "api_authenticated": True,
+                "making_progress": True,
                 "not_stopping": True,
             },
         },

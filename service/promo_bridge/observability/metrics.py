@@ -175,6 +175,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.seconds_without_progress = Gauge(
+            "seconds_without_progress",
+            "Seconds that work has been pending with nothing completed (0 when idle); /readyz"
+            " fails past PROMO_BRIDGE_STALL_TIMEOUT_S.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.completed_uncommitted = Gauge(
             "completed_uncommitted_outcomes",
             "Outcomes published for events above the committed offsets: work a crash would"
