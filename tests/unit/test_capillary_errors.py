@@ -278,3 +278,29 @@ async def test_bad_request_without_code_splits_to_find_the_culprit() -> None:
     ]
     assert results[1].error_code == 400
     assert api.customers()[0] == [str(423_927_000 + n) for n in range(4)]
+
+
+async def test_a_5xx_whose_body_answers_every_customer_with_a_final_code_is_not_retried() -> None:
+    """1101 ("invalid program") at HTTP 500: config rejections at once, one request."""
+    client, api, _ = make_client(
+        lambda _r: httpx.Response(500, json=bulk(err(1101, "invalid program")))
+    )
+    async with client:
+        results = await client.send(batch([command(0), command(1)]))
+    assert [(r.status, r.error_class, r.error_code) for r in results] == [
+        (OutcomeStatus.REJECTED, ErrorClass.CONFIG, 1101)
+    ] * 2
+    assert len(api.requests) == 1
+
+
+async def test_a_5xx_whose_body_lacks_codes_stays_retryable() -> None:
+    """A 5xx body that answers without a code for every customer is retried as before."""
+    answers = [
+        httpx.Response(500, json=bulk(ok(423927000))),
+        httpx.Response(200, json=bulk(ok(423927000))),
+    ]
+    client, api, _ = make_client(lambda _r: answers.pop(0))
+    async with client:
+        [result] = await client.send(batch([command(0)]))
+    assert result.status is OutcomeStatus.APPLIED
+    assert len(api.requests) == 2

@@ -484,6 +484,14 @@ def _ambiguous(ctx: CallContext, detail: str) -> CallOutcome:
     )
 
 
+def _final_code(ctx: CallContext, entry: Entry) -> bool:
+    """The entry carries a known code that settles the command (not retryable, not auth)."""
+    if not entry.errors:
+        return False
+    found = _classify(ctx, entry)
+    return found.known and found.status is not None
+
+
 def _classify(ctx: CallContext, entry: Entry) -> Classification:
     return classify_code(
         entry.errors[0].code, ctx.action, not_enrolled_codes=ctx.not_enrolled_codes
@@ -561,6 +569,13 @@ def interpret(
     if disposition is HttpDisposition.AUTH:
         return Answered((AuthRefused(http_status, _first_code(content)),) * count)
     if disposition is HttpDisposition.RETRYABLE:
+        if http_status >= 500:
+            # A 5xx whose body is this endpoint's answer with a final code for every customer
+            # is an answer (e.g. 1101 "invalid program" at HTTP 500): the codes decide, as at
+            # 200, instead of a retry for ever. Retryable codes (4001, 8896) stay retryable.
+            entries = decode_entries(ctx.endpoint, content)
+            if entries and all(_final_code(ctx, entry) for entry in entries):
+                return _match(ctx, entries, http_status)
         reason = (
             UnavailableReason.THROTTLED if http_status == 429 else UnavailableReason.SERVER_ERROR
         )
