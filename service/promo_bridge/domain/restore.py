@@ -15,7 +15,7 @@ the partition was restored. Pure: no I/O, plain integers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TopicPartition = tuple[str, int]
 
@@ -30,60 +30,52 @@ class RestoredOutcome:
     outcomes_offset: int
 
 
-@dataclass(slots=True)
-class _Marks:
-    # Input offset -> (smallest outcomes offset of its outcomes, how many outcomes).
-    pending: dict[int, tuple[int, int]] = field(default_factory=dict)
-    # Every later outcome of the partition is at or after this outcomes offset.
-    next_after: int | None = None
-
-
 class RestoreMarks:
     """Per input partition, the outcomes offset from which its uncommitted work can be re-read."""
 
     def __init__(self) -> None:
-        self._partitions: dict[TopicPartition, _Marks] = {}
-        # Per outcomes partition, one past the newest outcome seen there (of any input topic):
-        # an input partition with nothing pending has nothing of its own below it to re-read.
+        # Per input partition: input offset -> (smallest outcomes offset of its outcomes, how
+        # many outcomes), for the events above the last mark asked for.
+        self._pending: dict[TopicPartition, dict[int, tuple[int, int]]] = {}
+        # Per outcomes partition, one past the newest outcome known there (of any input topic,
+        # or the end read at a restore): later outcomes lie at or after it, so an input
+        # partition with nothing pending has nothing of its own below it to re-read.
         self._newest: dict[int, int] = {}
 
     def restored(self, tp: TopicPartition, outcomes_end: int) -> None:
         """The partition is (re)assigned; its outcomes were read up to `outcomes_end`."""
-        self._partitions[tp] = _Marks(next_after=outcomes_end)
+        self._pending[tp] = {}
+        self._advance(tp[1], outcomes_end)
 
     def published(self, tp: TopicPartition, input_offset: int, outcomes_offset: int) -> None:
         """An outcome of the event at `input_offset` is acknowledged at `outcomes_offset`."""
-        marks = self._partitions.setdefault(tp, _Marks())
-        lowest, count = marks.pending.get(input_offset, (outcomes_offset, 0))
-        marks.pending[input_offset] = (min(lowest, outcomes_offset), count + 1)
-        if marks.next_after is None or outcomes_offset >= marks.next_after:
-            marks.next_after = outcomes_offset + 1
-        self._newest[tp[1]] = max(self._newest.get(tp[1], 0), outcomes_offset + 1)
+        pending = self._pending.setdefault(tp, {})
+        lowest, count = pending.get(input_offset, (outcomes_offset, 0))
+        pending[input_offset] = (min(lowest, outcomes_offset), count + 1)
+        self._advance(tp[1], outcomes_offset + 1)
 
     def mark(self, tp: TopicPartition, committed: int) -> int | None:
         """The mark to store with committed offset `committed`; None when nothing is known.
 
         Outcomes of events below `committed` are forgotten: they will not be re-read.
         """
-        marks = self._partitions.get(tp)
-        if marks is None:
+        pending = self._pending.get(tp)
+        if pending is None:
             return None
-        for offset in [o for o in marks.pending if o < committed]:
-            del marks.pending[offset]
-        if marks.pending:
-            return min(lowest for lowest, _ in marks.pending.values())
-        newest = self._newest.get(tp[1])
-        if marks.next_after is None or newest is None:
-            return marks.next_after if newest is None else newest
-        return max(marks.next_after, newest)
+        for offset in [o for o in pending if o < committed]:
+            del pending[offset]
+        if pending:
+            return min(lowest for lowest, _ in pending.values())
+        return self._newest.get(tp[1])
+
+    def _advance(self, outcomes_partition: int, offset: int) -> None:
+        self._newest[outcomes_partition] = max(self._newest.get(outcomes_partition, 0), offset)
 
     def forget(self, tp: TopicPartition) -> None:
         """The partition went to another owner."""
-        self._partitions.pop(tp, None)
+        self._pending.pop(tp, None)
 
     @property
     def completed_uncommitted(self) -> int:
         """Outcomes acknowledged for events above the last mark asked for (not yet committed)."""
-        return sum(
-            count for marks in self._partitions.values() for _, count in marks.pending.values()
-        )
+        return sum(count for pending in self._pending.values() for _, count in pending.values())
