@@ -35,6 +35,8 @@ class ReadRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    # The record's timestamp (CreateTime unless the topic says LogAppendTime), epoch ms.
+    timestamp_ms: int | None = None
 
     def json(self) -> Any:
         """The value parsed as JSON."""
@@ -137,7 +139,9 @@ async def read_topic(
 def _read_records(fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[ReadRecord]:
     """The messages of one `getmany` as ReadRecords."""
     return [
-        ReadRecord(tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+        ReadRecord(
+            tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers or ()), m.timestamp
+        )
         for tp, messages in fetched.items()
         for m in messages
     ]

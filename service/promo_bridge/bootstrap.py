@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.helpers import create_ssl_context
 from pydantic import SecretStr, ValidationError
 
@@ -62,6 +64,8 @@ class ServiceConfig:
     producer: Mapping[str, Any]
     outcomes_topic: str
     dlq_topic: str
+    # None: the holdings ledger stays in memory (PROMO_BRIDGE_DURABLE_STATE=false).
+    state_topic: str | None
     client: ClientConfig
     flow: FlowConfig
     pipeline: PipelineConfig
@@ -80,21 +84,36 @@ def configure(settings: Settings) -> ServiceConfig:
         consumer=MappingProxyType(
             {
                 "group_id": settings.group_id,
+                # Range keeps equal partition numbers of equally wide topics on one member, so
+                # a customer's events of every topic meet its ledger there (co-partitioning).
+                # Round robin stays listed so that a rolling upgrade from it can agree.
+                "partition_assignment_strategy": (
+                    RangePartitionAssignor,
+                    RoundRobinPartitionAssignor,
+                ),
                 "enable_auto_commit": False,
                 "auto_offset_reset": "earliest",
                 "max_poll_records": settings.max_poll_records,
+                "fetch_max_bytes": settings.kafka_fetch_max_bytes,
+                "max_partition_fetch_bytes": settings.kafka_max_partition_fetch_bytes,
             }
         ),
         producer=MappingProxyType(producer_options(idempotence=settings.producer_idempotence)),
         outcomes_topic=settings.outcomes_topic,
         dlq_topic=settings.dlq_topic,
+        state_topic=(settings.state_topic or f"{settings.group_id}.state")
+        if settings.durable_state
+        else None,
         client=client,
         # As many calls out as the client runs at once: the rest wait in the core, where the
         # oldest due batch (a lane's next command included) is the next to go.
         flow=dataclasses.replace(
             settings.flow_config(), max_calls_in_flight=settings.capillary_max_in_flight
         ),
-        pipeline=PipelineConfig(),
+        pipeline=PipelineConfig(
+            durable_state=settings.durable_state,
+            state_retention_ms=settings.state_retention_s * 1000,
+        ),
         loop=ConsumerLoopConfig(
             topics=tuple(settings.input_topics),
             max_poll_records=settings.max_poll_records,

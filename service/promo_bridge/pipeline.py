@@ -29,6 +29,7 @@ from promo_bridge.domain.flow import (
     Refusal,
     TopicPartition,
 )
+from promo_bridge.domain.ledger import StateRecord
 from promo_bridge.domain.outcomes import (
     Delivery,
     ErrorClass,
@@ -64,7 +65,10 @@ class RecordSink(Protocol):
     `publish_outcomes` writes each record to the outcomes partition numbered like its event's
     input partition, and returns the offsets they landed at (or none, if it cannot tell).
     `publish_dead_letter` returns False when the broker refuses the record for good.
+    `publish_state` writes holdings-ledger records to the state topic, each to its partition.
     """
+
+    async def publish_state(self, records: Sequence[StateRecord]) -> None: ...
 
     async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> Sequence[int]: ...
 
@@ -84,6 +88,13 @@ class PipelineConfig:
     # First wait before a failed publish is retried, doubling up to the cap.
     publish_retry_s: float = 0.5
     publish_retry_max_s: float = 5.0
+    # DLQ records sent at once, at most (the rest wait their turn in order).
+    dead_letter_chunk: int = 100
+    # Write intents before calls and ledger changes with outcomes to the state topic, so that
+    # a command whose call's fate is unknown after a crash is verified, not resent.
+    durable_state: bool = True
+    # Holdings idle for longer than this are dropped (from memory and, by tombstone, the topic).
+    state_retention_ms: int = 30 * 24 * 3600 * 1000
 
 
 class Pipeline:
@@ -108,6 +119,8 @@ class Pipeline:
         self._clock = clock
         self._wall_clock = wall_clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._letter_queue: list[Refusal] = []
+        self._letter_worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         # When a command or dead letter last completed, or work arrived with none pending.
@@ -145,8 +158,10 @@ class Pipeline:
             self._last_progress = now
         intake = self._flow.accept(records, now, self._wall_clock())
         self._report_intake(intake)
-        for refusal in intake.refused:
-            self._spawn(self._send_dead_letter(refusal))
+        if intake.refused:
+            self._letter_queue.extend(intake.refused)
+            if self._letter_worker is None or self._letter_worker.done():
+                self._letter_worker = self._spawn(self._drain_dead_letters())
         self._update_pending()
         self._wake.set()
 
@@ -165,6 +180,16 @@ class Pipeline:
             metrics.commands.labels(command.action.value, command.subject).inc()
         if intake.duplicates:
             metrics.commands_deduplicated.inc(len(intake.duplicates))
+
+    async def _drain_dead_letters(self) -> None:
+        """Send queued DLQ records a chunk at a time: a burst of bad records makes no storm.
+
+        The producer batches a chunk's records into few requests; at most one chunk is out.
+        """
+        while self._letter_queue:
+            chunk = self._letter_queue[: self._config.dead_letter_chunk]
+            del self._letter_queue[: len(chunk)]
+            await asyncio.gather(*(self._send_dead_letter(refusal) for refusal in chunk))
 
     async def _send_dead_letter(self, refusal: Refusal) -> None:
         record = refusal.record
@@ -230,6 +255,11 @@ class Pipeline:
             batch_id=batch.batch_id, endpoint=batch.key.endpoint.value
         )
         with bound:
+            intents = self._flow.intents(batch, self._epoch_ms())
+            if intents and self._config.durable_state:
+                # The call may apply the commands even if this process dies before its answer:
+                # the intent must be on the topic first.
+                await self._retry_publish(lambda: self._sink.publish_state(intents))
             try:
                 delivery = await self._sender.send(batch)
             except Exception:
@@ -268,8 +298,15 @@ class Pipeline:
             )
             for c in completions
         ]
+        state = self._flow.settle(completions, self._epoch_ms())
         offsets = await self._retry_publish(lambda: self._sink.publish_outcomes(records))
+        await self._publish_state(state)
         self._flow.published(completions, offsets)
+        for record in records:
+            if record.verified_by is not None:
+                self._metrics.commands_verified.labels("applied").inc()
+            elif record.error_class is ErrorClass.UNVERIFIED:
+                self._metrics.commands_verified.labels("undecided").inc()
         self._last_progress = self._clock()
         for record in records:
             self._metrics.outcomes.labels(
@@ -333,7 +370,30 @@ class Pipeline:
         self, tp: TopicPartition, outcomes: Iterable[RestoredOutcome], outcomes_end: int
     ) -> None:
         """Commands of a newly assigned partition that already have outcomes (read back)."""
-        self._flow.restore(tp, outcomes, outcomes_end)
+        closed = self._flow.restore(tp, outcomes, outcomes_end, self._epoch_ms())
+        if closed:
+            self._spawn(self._publish_state(closed))
+        self._metrics.ledger_holdings.set(self._flow.ledger_size)
+
+    def state_loaded(self, partition: int) -> bool:
+        """Whether a state partition's holdings are in memory already (no read-back needed)."""
+        return self._flow.state_loaded(partition)
+
+    def restore_state(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """A state partition read back whole; call before `restore` of its input partitions."""
+        holdings = self._flow.restore_state(partition, records)
+        log.info("state_read_back", partition=partition, holdings=holdings)
+
+    def expire_state(self) -> None:
+        """Drop holdings idle past the retention, and write their tombstones."""
+        tombstones = self._flow.expire(self._epoch_ms(), self._config.state_retention_ms)
+        if tombstones:
+            self._spawn(self._publish_state(tombstones))
+        self._metrics.ledger_holdings.set(self._flow.ledger_size)
+
+    async def _publish_state(self, records: Sequence[StateRecord]) -> None:
+        if records and self._config.durable_state:
+            await self._retry_publish(lambda: self._sink.publish_state(records))
 
     def restore_marks(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """The outcomes offsets to commit with `offsets` (see domain/restore.py)."""
@@ -351,13 +411,18 @@ class Pipeline:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _epoch_ms(self) -> int:
+        return int(self._wall_clock().timestamp() * 1000)
 
     def _update_pending(self) -> None:
         self._metrics.pending_commands.set(self._flow.pending)
+        self._metrics.pending_bytes.set(self._flow.pending_bytes)
 
 
 def _log_outcome(record: OutcomeRecord) -> None:

@@ -120,12 +120,16 @@ def _assemble(service: Service) -> _Parts:
     """Every component from its configuration; the one place where they are wired."""
     config, metrics = service.config, service.metrics
     restorer = OutcomeRestorer(
-        config.kafka, group_id=config.consumer["group_id"], outcomes_topic=config.outcomes_topic
+        config.kafka,
+        group_id=config.consumer["group_id"],
+        outcomes_topic=config.outcomes_topic,
+        state_topic=config.state_topic,
     )
     publisher = RecordPublisher(
         lambda: AIOKafkaProducer(**config.kafka, **config.producer),
         outcomes_topic=config.outcomes_topic,
         dlq_topic=config.dlq_topic,
+        state_topic=config.state_topic,
         on_replace=metrics.producer_replacements.inc,
         read_back=restorer,
     )
@@ -168,6 +172,7 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
         await parts.restorer.start()
         started.push_async_callback(parts.restorer.stop)
         await parts.restorer.check_copartitioned(config.loop.topics)
+        await parts.restorer.ensure_state_topic(config.loop.topics)
         await parts.publisher.start()
         await parts.consumer.start()
         dispatcher = asyncio.create_task(parts.pipeline.run_dispatcher(), name="dispatcher")

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections.abc import Iterable
+from types import MappingProxyType
+
+import structlog
+
 from promo_bridge.capillary import (
     ApiUnavailable,
     AuthenticationFailed,
     CapillaryClient,
     ClientHooks,
+    EndpointLabel,
+    LookupFailedError,
     UnavailableReason,
 )
-from promo_bridge.domain.commands import Batch, Endpoint
-from promo_bridge.domain.outcomes import Delivery
+from promo_bridge.domain.commands import Batch, Command
+from promo_bridge.domain.outcomes import CommandResult, Delivery
+from promo_bridge.domain.reconcile import Finding, Standing, Verdict, verified_result, verify
 from promo_bridge.observability.metrics import Metrics
+
+log = structlog.get_logger(__name__)
 
 
 class CapillarySender:
@@ -25,42 +37,127 @@ class CapillarySender:
         self._metrics = metrics
 
     async def send(self, batch: Batch) -> Delivery:
-        """Send the batch; every command comes back either settled or pending."""
+        """Send the batch; every command comes back either settled or pending.
+
+        Unsure commands (`batch.verify`) are first looked up: those the lookup shows applied,
+        or cannot decide, settle without a call; the others go out with the rest.
+        """
+        verified: tuple[CommandResult, ...] = ()
+        if batch.verify:
+            try:
+                verified = await self._verify(batch)
+            except (ApiUnavailable, AuthenticationFailed) as exc:
+                # Nothing is sent before the unsure commands are settled: a lane's order holds.
+                return self._incomplete(batch, exc, pending=batch.commands, unsure=batch.verify)
+            settled = {result.command_id for result in verified}
+            rest = tuple(c for c in batch.commands if c.command_id not in settled)
+            if not rest:
+                return Delivery(completed=verified)
+            batch = dataclasses.replace(batch, commands=rest, verify=MappingProxyType({}))
         try:
             results = await self._client.send(batch)
-        except ApiUnavailable as exc:
+        except (ApiUnavailable, AuthenticationFailed) as exc:
+            return self._incomplete(
+                batch, exc, completed=verified, pending=exc.pending, unsure=exc.unsure
+            )
+        return Delivery(completed=verified + tuple(results))
+
+    def _incomplete(
+        self,
+        batch: Batch,
+        exc: ApiUnavailable | AuthenticationFailed,
+        *,
+        pending: tuple[Command, ...],
+        unsure: Iterable[str],
+        completed: tuple[CommandResult, ...] = (),
+    ) -> Delivery:
+        pause_s = None
+        down = False
+        if isinstance(exc, ApiUnavailable):
             self._metrics.batches_unavailable.labels(batch.key.endpoint.value).inc()
-            return Delivery(
-                completed=exc.completed,
-                pending=exc.pending,
-                pause_s=exc.retry_after,
-                attempts=exc.attempts,
-                detail=str(exc),
+            pause_s = exc.retry_after
+            down = is_down(exc)
+        return Delivery(
+            completed=completed + exc.completed,
+            pending=pending,
+            pause_s=pause_s,
+            auth_refused=isinstance(exc, AuthenticationFailed),
+            attempts=exc.attempts,
+            detail=str(exc),
+            unsure=frozenset(unsure),
+            down=down,
+        )
+
+    async def _verify(self, batch: Batch) -> tuple[CommandResult, ...]:
+        """Look up each unsure command's holding; the results of those that need no call."""
+        commands = [c for c in batch.commands if c.command_id in batch.verify]
+        answers = await asyncio.gather(
+            *(self._look_up(command) for command in commands), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, LookupFailedError):
+                raise answer
+        results = []
+        for command, answer in zip(commands, answers, strict=True):
+            if isinstance(answer, LookupFailedError):
+                # The lookup cannot answer for this customer (a code the API gives, an answer
+                # that contradicts itself): as undecided, never resent blindly.
+                verdict = Verdict(Finding.UNDECIDED, reason=f"lookup failed: {answer}")
+            else:
+                assert not isinstance(answer, BaseException)
+                verdict = verify(command, answer, batch.verify[command.command_id])
+            log.info(
+                "unsure_command_verified",
+                command_id=command.command_id,
+                action=command.action.value,
+                finding=verdict.finding.value,
+                reason=verdict.reason or None,
             )
-        except AuthenticationFailed as exc:
-            return Delivery(
-                completed=exc.completed,
-                pending=exc.pending,
-                auth_refused=True,
-                attempts=exc.attempts,
-                detail=str(exc),
-            )
-        return Delivery(completed=tuple(results))
+            result = verified_result(command, verdict)
+            if result is not None:
+                results.append(result)
+        return tuple(results)
+
+    async def _look_up(self, command: Command) -> Standing | None:
+        if command.promotion is None:
+            return None
+        found = await self._client.lookup_promotion(
+            command.identifier_name, command.identifier_value, command.source, command.promotion
+        )
+        if found is None:
+            return None
+        return Standing(
+            issual_id=found.issual_id,
+            earned_ids=found.earned_ids,
+            revoked_earn_ids=found.revoked_earn_ids,
+        )
+
+
+def is_down(exc: ApiUnavailable) -> bool:
+    """Whether the API is merely down (wait without limit) rather than failing (bounded).
+
+    Down: the request never reached it, it throttles, or it says when to come back (a 503 with
+    Retry-After). Anything else that answered, but not usefully, counts toward the bound.
+    """
+    reason = exc.reason
+    return reason in {UnavailableReason.CONNECT_ERROR, UnavailableReason.THROTTLED} or (
+        reason is UnavailableReason.SERVER_ERROR and exc.retry_after is not None
+    )
 
 
 def metrics_hooks(metrics: Metrics) -> ClientHooks:
     """Client hooks that feed the service's Prometheus series."""
 
     def on_request(
-        endpoint: Endpoint, status: int | None, seconds: float, _request_id: str | None
+        endpoint: EndpointLabel, status: int | None, seconds: float, _request_id: str | None
     ) -> None:
         label = str(status) if status is not None else "error"
         metrics.api_latency.labels(endpoint.value, label).observe(seconds)
 
-    def on_retry(endpoint: Endpoint, reason: UnavailableReason) -> None:
+    def on_retry(endpoint: EndpointLabel, reason: UnavailableReason) -> None:
         metrics.api_retries.labels(endpoint.value, reason.value).inc()
 
-    def on_throttle_wait(endpoint: Endpoint, seconds: float) -> None:
+    def on_throttle_wait(endpoint: EndpointLabel, seconds: float) -> None:
         metrics.api_throttle_wait.labels(endpoint.value).inc(seconds)
 
     def on_token_refresh(_ok: bool, _seconds: float) -> None:

@@ -63,6 +63,10 @@ _HOSTNAME: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 # Kafka's own rule for topic names (org.apache.kafka.common.internals.Topic).
 _TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _MAX_PORT: Final = 65535
+_KIB: Final = 1024
+_MIB: Final = 1024 * _KIB
+# Byte counts travel as int32 in Kafka's fetch request.
+_INT32_MAX: Final = 2**31 - 1
 
 
 def _printable_without_spaces(value: str) -> bool:
@@ -167,6 +171,12 @@ class FlowSettings(BaseSettings):
     max_pending_commands: int = Field(default=10_000, ge=1)
     resume_pending_commands: int | None = Field(default=None, ge=0)
     unavailable_retry_s: float = Field(default=5.0, gt=0)
+    # A command the API keeps failing (not merely down) fails `retry_exhausted` after this many
+    # sends without its result, or this long after the first of them.
+    retry_max_sends: int = Field(default=10, ge=1)
+    retry_max_s: float = Field(default=900.0, gt=0)
+    # Bytes of undecodable records held for the DLQ at which the partitions pause too.
+    max_pending_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
 
     @model_validator(mode="after")
     def _low_water_below_bound(self) -> Self:
@@ -199,6 +209,9 @@ class FlowSettings(BaseSettings):
             max_pending=self.max_pending_commands,
             resume_below=self.resume_below,
             unavailable_retry_s=self.unavailable_retry_s,
+            retry_max_sends=self.retry_max_sends,
+            retry_max_s=self.retry_max_s,
+            max_pending_bytes=self.max_pending_bytes,
         )
 
 
@@ -221,7 +234,16 @@ class Settings(FlowSettings):
     )
     outcomes_topic: str = "promo-bridge.outcomes"
     dlq_topic: str = "promo-bridge.dlq"
+    # The holdings ledger (intents, issualIds, earnedIds): compacted, co-partitioned with the
+    # input, created at start-up when missing. Empty: "<group id>.state" (it is the group's).
+    state_topic: str = ""
+    durable_state: bool = True
+    state_retention_s: int = Field(default=30 * 24 * 3600, ge=60)
     max_poll_records: int = Field(default=500, ge=1)
+    # What one fetch may bring, so that memory is bounded by these settings rather than by what
+    # producers send. A record batch larger than either limit still comes, alone (KIP-74).
+    kafka_fetch_max_bytes: int = Field(default=16 * _MIB, ge=_KIB, le=_INT32_MAX)
+    kafka_max_partition_fetch_bytes: int = Field(default=_MIB, ge=_KIB, le=_INT32_MAX)
     commit_interval_ms: int = Field(default=1000, ge=10)
     # aiokafka's idempotent producer (InitProducerId v0) is accepted by Kafka 4.1: broker-side
     # retries of an outcome batch then write it once. Turn off for brokers that refuse it.
@@ -333,6 +355,13 @@ class Settings(FlowSettings):
         # aiokafka ignores a key without a certificate: TLS would then fail at the broker.
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             problems.append(f"{ENV_PREFIX}KAFKA_SSL_KEYFILE: needs {ENV_PREFIX}KAFKA_SSL_CERTFILE")
+        # A partition's share larger than the whole fetch would be capped by it anyway: the
+        # operator meant something else, and the memory bound would not read as set.
+        if self.kafka_max_partition_fetch_bytes > self.kafka_fetch_max_bytes:
+            problems.append(
+                f"{ENV_PREFIX}KAFKA_MAX_PARTITION_FETCH_BYTES: must not exceed"
+                f" {ENV_PREFIX}KAFKA_FETCH_MAX_BYTES"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

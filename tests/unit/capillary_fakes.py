@@ -194,6 +194,52 @@ def applied_for(request: httpx.Request) -> dict[str, Any]:
     return bulk(*(ok(c["identifierValue"], issualId="1") for c in body["customers"]))
 
 
+def holding(
+    promotion_id: int | str = 202779,
+    *,
+    program_id: int = 2714,
+    promo_identifier: str | None = None,
+    issual_id: int | str | None = "845",
+    earned_ids: Sequence[int | str] = (),
+    revoked_earn_ids: Sequence[int | str] = (),
+    status: str = "AVAILABLE_TO_EARN",
+) -> dict[str, Any]:
+    """One promotion entry of a lookup answer, as the simulator serves it."""
+    return {
+        "programId": program_id,
+        "promotionId": promotion_id,
+        "promoIdentifier": promo_identifier,
+        "promotionName": "big-spender",
+        "pointsOfferType": "LOYALTY_EARNING",
+        "loyaltyEarningType": "ISSUE_AND_EARN",
+        "active": True,
+        "promotionStatusForCustomer": status,
+        "issualId": issual_id,
+        "earnedIds": list(earned_ids),
+        "revokedEarnIds": list(revoked_earn_ids),
+    }
+
+
+def lookup_body(*holdings: dict[str, Any], total: int | None = None) -> dict[str, Any]:
+    """A lookup answer listing `holdings` (totalCount defaults to their number)."""
+    data = {
+        "customerId": 423927000,
+        "promotions": list(holdings),
+        "totalCount": len(holdings) if total is None else total,
+    }
+    return {"data": data, "errors": [], "warnings": []}
+
+
+def unknown_customer() -> dict[str, Any]:
+    """The lookup answer for a customer the API does not know (HTTP 200, code 8015)."""
+    error = {
+        "status": False,
+        "code": 8015,
+        "message": "Customer not found for the given identifiers",
+    }
+    return {"data": None, "errors": [error], "warnings": []}
+
+
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 

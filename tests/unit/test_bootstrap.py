@@ -57,3 +57,13 @@ def test_an_unreadable_tls_file_fails_start_up_naming_the_variables(tmp_path: Pa
     message = str(caught.value)
     assert message.startswith("invalid settings: PROMO_BRIDGE_KAFKA_SSL_CAFILE:")
     assert "\n" not in message
+
+
+def test_fetch_limits_reach_the_consumer(tmp_path: Path) -> None:
+    """The fetch limits are the consumer's fetch_max_bytes and max_partition_fetch_bytes."""
+    settings = settings_for(
+        tmp_path, kafka_fetch_max_bytes=4_194_304, kafka_max_partition_fetch_bytes=524_288
+    )
+    consumer = configure(settings).consumer
+    assert consumer["fetch_max_bytes"] == 4_194_304
+    assert consumer["max_partition_fetch_bytes"] == 524_288

@@ -298,3 +298,66 @@ async def test_secrets_never_reach_logs_reprs_or_exceptions(
 def test_oauth_key_is_not_in_the_repr() -> None:
     """The OAuth client key, half of the credential pair, stays out of reprs too."""
     assert "client-key" not in repr(OAuthAuth(key="client-key", secret=OAUTH_SECRET))
+
+
+# --------------------------------------------------------------------------- token error bodies
+
+
+@pytest.mark.parametrize("status", [401, 200])
+async def test_a_token_error_with_a_top_level_code_refreshes_the_token(status: int) -> None:
+    """{"code": 498, "message": "Token expired at ..."} is read like errors[].code: one refresh."""
+    refusals = [httpx.Response(status, json={"code": 498, "message": "Token expired at 10:00"})]
+    fake = FakeOAuthApi()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path != TOKEN_PATH and refusals:
+            return refusals.pop(0)
+        return await fake(request)
+
+    client, api, _ = make_client(handler, cfg=oauth_config())
+    async with client:
+        [result] = await client.send(batch([command(0)]))
+    assert result.status is OutcomeStatus.APPLIED
+    assert result.attempts == 2
+    assert len(fake.token_requests) == 2
+    assert len(api.requests) == 4
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, 498), (401, 401), (403, 403), (200, 401)])
+async def test_a_top_level_token_error_code_is_reported(status: int, code: int) -> None:
+    """Refused again after the refresh: AuthenticationFailed carries the top-level code."""
+    fake = FakeOAuthApi()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == TOKEN_PATH:
+            return await fake(request)
+        return httpx.Response(status, json={"code": code, "message": "refused"})
+
+    client, _, _ = make_client(handler, cfg=oauth_config())
+    async with client:
+        with pytest.raises(AuthenticationFailed) as caught:
+            await client.send(batch([command(0)]))
+    assert (caught.value.code, caught.value.http_status) == (code, status)
+    assert len(fake.token_requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (401, {"code": 401, "message": "Unauthorized"}, 401),
+        (200, {"code": 403, "message": "Client doesn't have access"}, 403),
+        (401, {"data": None, "errors": [{"code": 320001, "message": "Invalid key"}]}, 320001),
+    ],
+)
+async def test_a_token_endpoint_refusal_is_read_in_either_body_form(
+    status: int, body: dict[str, Any], code: int
+) -> None:
+    """The token request's refusal code is read from a top-level code or the errors list."""
+    fake = FakeOAuthApi()
+    fake.token_answers = [httpx.Response(status, json=body)]
+    client, api, _ = _oauth_client(fake)
+    async with client:
+        with pytest.raises(AuthenticationFailed) as caught:
+            await client.send(batch([command(0)]))
+    assert caught.value.code == code
+    assert [r.url.path for r in api.requests] == [TOKEN_PATH]

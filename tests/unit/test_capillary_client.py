@@ -29,7 +29,13 @@ from promo_bridge.capillary import (
     ClientHooks,
     SplitReason,
 )
-from promo_bridge.domain.commands import Action, Endpoint, IdentifierName, PromotionRef
+from promo_bridge.domain.commands import (
+    Action,
+    Endpoint,
+    IdentifierName,
+    PromotionRef,
+    PromotionType,
+)
 from promo_bridge.domain.outcomes import ErrorClass, OutcomeStatus
 
 ENROL = Endpoint.ENROL_AND_EARN
@@ -208,6 +214,36 @@ async def test_warnings_are_kept_in_extra() -> None:
     async with client:
         [result] = await client.send(batch([command(0)]))
     assert result.extra == {"warnings": "promotion ends soon"}
+
+
+DIRECT = PromotionRef(2714, promotion_id=202780, kind=PromotionType.DIRECT_ISSUE)
+
+
+async def test_a_direct_issue_earn_keeps_its_dummy_issual_id_out_of_issual_id() -> None:
+    """EARN on a direct-issue promotion: issual_id None, the dummy in extra, earnedId kept."""
+    earns = [command(n, action=Action.EARN, promotion=DIRECT) for n in range(2)]
+    entries = [ok(423927000 + n, issualId=f"99{n}", earnedId=f"88{n}") for n in range(2)]
+    client, _, _ = make_client(lambda _r: httpx.Response(200, json=bulk(*entries)))
+    async with client:
+        results = await client.send(batch(earns))
+    assert [(r.issual_id, r.earned_id, r.extra) for r in results] == [
+        (None, "880", {"dummy_issual_id": "990"}),
+        (None, "881", {"dummy_issual_id": "991"}),
+    ]
+
+
+@pytest.mark.parametrize("kind", [PromotionType.ENROL_AND_ISSUE, None])
+async def test_an_earn_on_another_or_unknown_promotion_type_keeps_its_issual_id(
+    kind: PromotionType | None,
+) -> None:
+    """EARN on an enrol-and-issue promotion, or one of unknown type: the issualId is real."""
+    promotion = PromotionRef(2714, promotion_id=202779, kind=kind)
+    earn = command(0, action=Action.EARN, promotion=promotion)
+    answer = bulk(ok(423927000, issualId="845", earnedId="880"))
+    client, _, _ = make_client(lambda _r: httpx.Response(200, json=answer))
+    async with client:
+        [result] = await client.send(batch([earn]))
+    assert (result.issual_id, result.earned_id, result.extra) == ("845", "880", {})
 
 
 # --------------------------------------------------------------------------- chunking

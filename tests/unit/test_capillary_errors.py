@@ -185,13 +185,21 @@ async def test_unknown_code_is_rejected_and_reported() -> None:
     assert unknown == [(cmd.endpoint, 77777)]
 
 
-@pytest.mark.parametrize("status", [408, 409, 423, 425, 429, 461, 500, 502, 503, 504, 521])
-async def test_retryable_http_statuses_are_retried(status: int) -> None:
+# 504 is retryable too, but for an ENROL or EARN it may follow an applied call: see
+# test_capillary_unsure.py. A revoke is resent whatever the status.
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [
+        *((status, Action.ENROL) for status in (408, 409, 423, 425, 429, 461, 500, 502, 503, 521)),
+        (504, Action.REVOKE_EARN),
+    ],
+)
+async def test_retryable_http_statuses_are_retried(status: int, action: Action) -> None:
     """Each retryable status is resent; the next success settles the command."""
     answers = [httpx.Response(status, text="busy"), httpx.Response(200, json=bulk(ok(423927000)))]
     client, api, _ = make_client(lambda _r: answers.pop(0))
     async with client:
-        [result] = await client.send(batch([command(0)]))
+        [result] = await client.send(batch([command(0, action=action)]))
     assert result.status is OutcomeStatus.APPLIED
     assert result.attempts == 2
     assert len(api.requests) == 2
@@ -304,3 +312,43 @@ async def test_a_5xx_whose_body_lacks_codes_stays_retryable() -> None:
         [result] = await client.send(batch([command(0)]))
     assert result.status is OutcomeStatus.APPLIED
     assert len(api.requests) == 2
+
+
+@pytest.mark.parametrize("status", [200, 401])
+async def test_unenroll_reads_a_top_level_token_error(status: int) -> None:
+    """unEnroll answered {"code": 498, ...} (any status) is refused credentials, not malformed."""
+    body = {"code": 498, "message": "Token expired at 10:00"}
+    client, api, _ = make_client(lambda _r: httpx.Response(status, json=body))
+    async with client:
+        with pytest.raises(AuthenticationFailed) as caught:
+            await client.send(batch([command(0, action=Action.UNENROLL)]))
+    assert caught.value.code == 498
+    assert len(api.requests) == 1
+
+
+async def test_a_gateway_code_echoing_the_status_is_not_read_as_a_capillary_code() -> None:
+    """{"code": 404, "message": "Not Found"}: still a config rejection by status, not unknown."""
+    unknown: list[Any] = []
+    client, _, _ = make_client(
+        lambda _r: httpx.Response(404, json={"code": 404, "message": "Not Found"}),
+        hooks=ClientHooks(on_unknown_code=lambda *a: unknown.append(a)),
+    )
+    async with client:
+        [result] = await client.send(batch([command(0)]))
+    assert (result.status, result.error_class, result.error_code) == (
+        OutcomeStatus.REJECTED,
+        ErrorClass.CONFIG,
+        404,
+    )
+    assert unknown == []
+
+
+async def test_a_known_top_level_code_at_http_200_is_read() -> None:
+    """{"code": 1101, ...} at HTTP 200 answers every customer like an errors[] entry would."""
+    client, api, _ = make_client(
+        lambda _r: httpx.Response(200, json={"code": 1101, "message": "invalid programId"})
+    )
+    async with client:
+        results = await client.send(batch([command(0), command(1)]))
+    assert [(r.error_class, r.error_code) for r in results] == [(ErrorClass.CONFIG, 1101)] * 2
+    assert len(api.requests) == 1

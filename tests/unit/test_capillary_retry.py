@@ -24,7 +24,7 @@ from capillary_fakes import (
 
 from promo_bridge.capillary import ApiUnavailable, ClientHooks, UnavailableReason
 from promo_bridge.capillary._retry import Backoff, parse_retry_after, retry_after_of
-from promo_bridge.domain.commands import Endpoint
+from promo_bridge.domain.commands import Action, Endpoint
 from promo_bridge.domain.outcomes import OutcomeStatus
 
 NOW = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
@@ -227,6 +227,9 @@ async def test_partly_unavailable_batch_delivers_its_successes() -> None:
         (httpx.ConnectError("refused"), UnavailableReason.CONNECT_ERROR),
         (httpx.ConnectTimeout("slow"), UnavailableReason.CONNECT_ERROR),
         (httpx.PoolTimeout("pool"), UnavailableReason.CONNECT_ERROR),
+        (httpx.ProxyError("proxy refused"), UnavailableReason.CONNECT_ERROR),
+        (httpx.UnsupportedProtocol("ftp"), UnavailableReason.CONNECT_ERROR),
+        (httpx.LocalProtocolError("bad header"), UnavailableReason.CONNECT_ERROR),
         (httpx.ReadTimeout("slow"), UnavailableReason.TIMEOUT),
         (httpx.WriteTimeout("slow"), UnavailableReason.TIMEOUT),
         (httpx.ReadError("reset"), UnavailableReason.NETWORK_ERROR),
@@ -236,7 +239,7 @@ async def test_partly_unavailable_batch_delivers_its_successes() -> None:
 async def test_transport_errors_are_retried_with_their_reason(
     error: httpx.RequestError, reason: UnavailableReason
 ) -> None:
-    """Each httpx failure is translated to a reason, retried, and never escapes as httpx."""
+    """Without verification, each httpx failure gets its reason, is retried, never escapes."""
     failures = [error]
     requests: list[tuple[Any, ...]] = []
     retries: list[tuple[Any, ...]] = []
@@ -250,7 +253,7 @@ async def test_transport_errors_are_retried_with_their_reason(
         on_retry=lambda *args: retries.append(args),
         on_request=lambda *args: requests.append(args),
     )
-    client, _, _ = make_client(handler, hooks=hooks)
+    client, _, _ = make_client(handler, hooks=hooks, cfg=config(verify_unsure_actions=frozenset()))
     async with client:
         [result] = await client.send(batch([command(0)]))
     assert result.status is OutcomeStatus.APPLIED
@@ -276,13 +279,15 @@ async def test_network_failures_past_attempts_are_unavailable_not_failed() -> No
 
 
 async def test_malformed_success_body_is_retried_never_failed() -> None:
-    """A 200 whose body is no endpoint answer (an HTML page) is retried, then unavailable."""
+    """A 200 whose body is no answer (an HTML page) to a revoke: retried, then unavailable."""
+    # ENROL and EARN are not resent after a 2xx: see test_capillary_unsure.py.
     client, api, _ = make_client(
         lambda _r: httpx.Response(200, text="<html>gateway</html>"), cfg=config(max_attempts=3)
     )
+    revokes = [command(n, action=Action.REVOKE_EARN) for n in range(2)]
     async with client:
         with pytest.raises(ApiUnavailable) as caught:
-            await client.send(batch([command(0), command(1)]))
+            await client.send(batch(revokes))
     assert caught.value.reason is UnavailableReason.MALFORMED_RESPONSE
     assert len(caught.value.pending) == 2
     assert len(api.requests) == 3

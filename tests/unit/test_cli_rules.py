@@ -44,6 +44,25 @@ def test_check_prints_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str
     )
 
 
+def test_check_warns_of_an_enrolment_revoked_before_its_earns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rules check` exits 0 but warns, with line and rule, of a revoke_enrol alone."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.read_text().replace("      - revoke_earn: big-spender\n", ""))
+    line = next(
+        n for n, text in enumerate(rules.read_text().splitlines(), 1) if "revoke_enrol:" in text
+    )
+    assert run("rules", "check", rules) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"warning: {rules}:{line}: rule 'revoke-on-return': revoke_enrol on promotion"
+        " 'big-spender' has no revoke_earn or revoke_direct_earn of it before it: Capillary"
+        " wants the earns revoked before the enrolment (put one earlier in this rule)"
+    )
+    assert out[-1].startswith(f"{rules}: OK: ")
+
+
 def test_explain_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`rules explain` shows the verdicts for one event, as text or JSON."""
     event = tmp_path / "event.json"

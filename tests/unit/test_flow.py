@@ -23,7 +23,7 @@ from promo_bridge.domain.flow import (
     PauseReason,
     Refusal,
 )
-from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
+from promo_bridge.domain.outcomes import CommandResult, Delivery, ErrorClass, OutcomeStatus
 from promo_bridge.domain.restore import RestoredOutcome
 from promo_bridge.domain.rules import RuleSet
 
@@ -216,6 +216,38 @@ def test_when_calls_are_scarce_a_lane_next_command_goes_before_later_events() ->
     assert flow.committable() == {(TOPIC, 0): 2}
 
 
+def test_a_command_the_api_keeps_failing_fails_after_the_retry_bound() -> None:
+    """Sends without a result count (not while merely down); at the bound: retry_exhausted."""
+    flow = make_flow(window_ms=0, unavailable_retry_s=0.0, retry_max_sends=2)
+    flow.accept([record(0, order_placed("1", 10.0))], 0.0, AT)
+    (batch,) = flow.ready(0.0)
+    (command,) = batch.commands
+    down = Delivery(pending=batch.commands, down=True, detail="connect_error")
+    assert flow.delivered(batch, down, 0.0) == []
+    (batch,) = flow.ready(1.0)
+    failing = Delivery(pending=batch.commands, detail="retryable code 8896")
+    assert flow.delivered(batch, failing, 1.0) == []
+    (batch,) = flow.ready(2.0)
+    (completion,) = flow.delivered(batch, failing, 2.0)
+    assert completion.command == command
+    assert completion.result.status is OutcomeStatus.FAILED
+    assert completion.result.error_class is ErrorClass.RETRY_EXHAUSTED
+    assert "8896" in (completion.result.error_message or "")
+
+
+def test_the_retry_bound_in_time_counts_from_the_first_failed_send() -> None:
+    """A command failing for longer than retry_max_s fails at its next failed send."""
+    flow = make_flow(window_ms=0, unavailable_retry_s=0.0, retry_max_s=60.0)
+    flow.accept([record(0, order_placed("1", 10.0))], 0.0, AT)
+    (batch,) = flow.ready(0.0)
+    assert flow.delivered(batch, Delivery(pending=batch.commands), 0.0) == []
+    (batch,) = flow.ready(30.0)
+    assert flow.delivered(batch, Delivery(pending=batch.commands), 30.0) == []
+    (batch,) = flow.ready(61.0)
+    (completion,) = flow.delivered(batch, Delivery(pending=batch.commands), 61.0)
+    assert completion.result.error_class is ErrorClass.RETRY_EXHAUSTED
+
+
 def test_config_refuses_a_low_water_mark_at_the_bound() -> None:
     """resume_below must lie below max_pending."""
     with pytest.raises(ValueError, match="resume_below"):
@@ -328,14 +360,25 @@ class FlowMachine(RuleBasedStateMachine):
                 attempts={c.command_id: 1 for c in commands[split:]},
             )
         elif answer == "unavailable":
-            delivery = Delivery(pending=commands, pause_s=data.draw(st.sampled_from([None, 1.0])))
+            delivery = Delivery(
+                pending=commands,
+                pause_s=data.draw(st.sampled_from([None, 1.0])),
+                down=data.draw(st.booleans()),
+            )
         elif answer == "auth":
             delivery = Delivery(pending=commands, auth_refused=True)
         else:
             delivery = Delivery.unsent(batch, "crashed")
         completions = self.flow.delivered(batch, delivery, self.now)
         done = {c.command.command_id for c in completions}
-        assert done == {r.command_id for r in delivery.completed}
+        answered = {r.command_id for r in delivery.completed}
+        # Beyond the answered ones, only commands past their retry bound complete, as failed.
+        assert answered <= done
+        for completion in completions:
+            if completion.command.command_id not in answered:
+                assert completion.result.error_class is ErrorClass.RETRY_EXHAUSTED
+                assert not delivery.down
+                assert not delivery.auth_refused
         # No double send: a command has one final result, ever.
         assert not done & self._settled
         self.flying -= {c.command_id for c in commands}
@@ -440,6 +483,9 @@ class FlowMachine(RuleBasedStateMachine):
             max_pending=MAX_PENDING,
             resume_below=RESUME_BELOW,
             max_calls_in_flight=2,
+            # Small, so that exhausted retries interleave with everything else.
+            retry_max_sends=3,
+            retry_max_s=5.0,
         )
 
     # -- invariants -------------------------------------------------------------------------

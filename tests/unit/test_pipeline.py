@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from harness import RULES_ENROL_BIG_SPENDERS, order_placed
 from promo_bridge._cli_replay import simulate
 from promo_bridge.domain.commands import Batch
 from promo_bridge.domain.dead_letters import DeadLetterRecord
-from promo_bridge.domain.flow import Flow, FlowConfig
+from promo_bridge.domain.flow import Flow, FlowConfig, PauseReason
+from promo_bridge.domain.ledger import StateRecord
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeRecord, OutcomeStatus
 from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
@@ -50,12 +52,16 @@ class FakeSink:
     def __init__(self) -> None:
         self.outcomes: list[OutcomeRecord] = []
         self.letters: list[DeadLetterRecord] = []
+        self.state: list[StateRecord] = []
         # As a broker does with a record larger than the topic takes.
         self.refuse_letters = False
 
     async def publish_outcomes(self, records: Sequence[OutcomeRecord]) -> list[int]:
         self.outcomes.extend(records)
         return []
+
+    async def publish_state(self, records: Sequence[StateRecord]) -> None:
+        self.state.extend(records)
 
     async def publish_dead_letter(
         self, record: DeadLetterRecord, *, key: bytes | None, headers: Sequence[tuple[str, bytes]]
@@ -158,6 +164,60 @@ async def test_a_dead_letter_the_broker_refuses_is_counted_and_the_offset_moves_
     assert metrics.dlq_records.labels(TOPIC)._value.get() == 0
     assert engine.pending == 0
     await engine.aclose()
+
+
+class GatedSink(FakeSink):
+    """A sink whose DLQ sends wait for a gate, counting how many are out at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.out = 0
+        self.most_out = 0
+
+    async def publish_dead_letter(
+        self, record: DeadLetterRecord, *, key: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> bool:
+        self.out += 1
+        self.most_out = max(self.most_out, self.out)
+        await self.gate.wait()
+        self.out -= 1
+        return await super().publish_dead_letter(record, key=key, headers=headers)
+
+
+async def test_a_burst_of_bad_records_is_dead_lettered_a_chunk_at_a_time() -> None:
+    """250 refused records: at most one chunk of DLQ sends is out; all land, in order."""
+    sink = GatedSink()
+    engine = Pipeline(
+        flow=Flow(RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS), FlowConfig(window_ms=0)),
+        sender=FakeSender(),
+        sink=sink,
+        metrics=Metrics(),
+        config=PipelineConfig(dead_letter_chunk=100),
+    )
+    engine.accept([record(offset, b"{not json") for offset in range(250)])
+    await until(lambda: sink.out == 100)
+    sink.gate.set()
+    await until(lambda: engine.committable() == {(TOPIC, 0): 250})
+    assert sink.most_out == 100
+    assert [letter.source_offset for letter in sink.letters] == list(range(250))
+    await engine.aclose()
+
+
+def test_large_bad_records_held_for_the_dlq_pause_the_partitions_by_bytes() -> None:
+    """Refused records count in bytes: at the byte bound the core asks for a pause."""
+    flow = Flow(
+        RuleSet.from_yaml(RULES_ENROL_BIG_SPENDERS),
+        FlowConfig(window_ms=0, max_pending_bytes=3 * 1024 * 1024),
+    )
+    big = b"{" + b"x" * (1024 * 1024)
+    intake = flow.accept([record(offset, big) for offset in range(3)], 0.0, datetime.now(UTC))
+    assert flow.pause_reason() is PauseReason.BACKPRESSURE
+    assert flow.pending == 3
+    for refusal in intake.refused[:2]:
+        flow.dead_letter_published(refusal)
+    assert flow.pause_reason() is None
+    assert flow.pending_bytes < 2 * 1024 * 1024
 
 
 async def test_unavailable_keeps_pending_and_publishes_completed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -295,6 +296,38 @@ def test_backend_type_names_are_aliases() -> None:
     rules = rules_from("rules:\n  - {name: r, on: x, then: [{earn: p1}]}\n", header)
     types = [rules.promotions[f"p{n}"].type for n in range(1, 6)]
     assert types == [PromotionType.ENROL_AND_ISSUE] * 2 + [PromotionType.DIRECT_ISSUE] * 3
+    assert [rules.promotions[f"p{n}"].ref.kind for n in range(1, 6)] == types
+
+
+def test_commands_carry_the_promotion_type_of_the_rules_file() -> None:
+    """Each command's PromotionRef.kind is its promotion's type; a direct EARN's issual is dummy."""
+    rules = rules_from(
+        """\
+        rules:
+          - name: big
+            on: order.placed
+            then: [{enrol: big-spender}, {earn: big-spender}, {earn: direct-10pct}]
+        """
+    )
+    commands = rules.commands_for(order(6000.0), POSITION)
+    assert [(c.action, c.promotion.kind if c.promotion else None) for c in commands] == [
+        (Action.ENROL, PromotionType.ENROL_AND_ISSUE),
+        (Action.EARN, PromotionType.ENROL_AND_ISSUE),
+        (Action.EARN, PromotionType.DIRECT_ISSUE),
+    ]
+    assert [c.issual_id_is_dummy for c in commands] == [False, False, True]
+
+
+def test_the_promotion_type_changes_no_equality_or_batch_key() -> None:
+    """kind is description, not identity: refs, batch keys and hashes ignore it."""
+    rules = rules_from("rules:\n  - {name: r, on: order.placed, then: [{earn: direct-10pct}]}\n")
+    (command,) = rules.commands_for(order(10.0), POSITION)
+    assert command.promotion is not None
+    bare = dataclasses.replace(command.promotion, kind=None)
+    assert command.promotion == bare
+    assert hash(command.promotion) == hash(bare)
+    assert command.batch_key == dataclasses.replace(command, promotion=bare).batch_key
+    assert not dataclasses.replace(command, promotion=bare).issual_id_is_dummy
 
 
 def test_yaml_structure_problems() -> None:
@@ -380,6 +413,83 @@ def test_suspicious_but_legal_things_are_warnings() -> None:
             " its data is untyped"
         ),
     ]
+
+
+REVOKE_ENROL_WARNING = (
+    "revoke_enrol on promotion 'big-spender' has no revoke_earn or revoke_direct_earn of it"
+    " before it: Capillary wants the earns revoked before the enrolment (put one earlier in this"
+    " rule)"
+)
+
+
+def test_revoke_enrol_without_an_earlier_earn_revoke_is_a_warning() -> None:
+    """A revoke_enrol with no revoke of the earns before it loads, with a warning at its line."""
+    rules = rules_from(
+        """\
+        rules:
+          - name: r
+            on: return.created
+            then:
+              - revoke_enrol: big-spender
+              - revoke_direct_earn: big-spender
+        """
+    )
+    assert [str(w) for w in rules.warnings] == [f"rules.yaml:11: rule 'r': {REVOKE_ENROL_WARNING}"]
+
+
+@pytest.mark.parametrize("revoke", ["revoke_earn", "revoke_direct_earn"])
+def test_an_earlier_earn_revoke_in_the_rule_silences_the_warning(revoke: str) -> None:
+    """revoke_earn or revoke_direct_earn of the same promotion earlier in the rule is enough."""
+    rules = rules_from(
+        f"""\
+        rules:
+          - name: r
+            on: return.created
+            then: [{{{revoke}: big-spender}}, {{revoke_enrol: big-spender}}]
+        """
+    )
+    assert rules.warnings == ()
+
+
+def test_an_earn_revoke_of_another_promotion_does_not_count() -> None:
+    """Revoking the earns of a different promotion leaves the revoke_enrol warned about."""
+    rules = rules_from(
+        """\
+        rules:
+          - name: r
+            on: return.created
+            then: [{revoke_earn: direct-10pct}, {revoke_enrol: big-spender}]
+        """
+    )
+    assert [str(w) for w in rules.warnings] == [f"rules.yaml:10: rule 'r': {REVOKE_ENROL_WARNING}"]
+
+
+@pytest.mark.parametrize(
+    ("earlier_when", "earlier_on", "warned"),
+    [
+        pytest.param(None, "return.created", False, id="unconditional"),
+        pytest.param("event.data.full_return", "return.created", False, id="same-condition"),
+        pytest.param("has(event.data.refund)", "return.created", True, id="other-condition"),
+        pytest.param(None, "order.placed", True, id="other-event-type"),
+    ],
+)
+def test_an_earlier_rule_counts_only_when_it_always_runs_first(
+    earlier_when: str | None, earlier_on: str, warned: bool
+) -> None:
+    """An earlier rule's earn revoke counts when it fires on every event the later one does."""
+    when = f", when: {json.dumps(earlier_when)}" if earlier_when else ""
+    rules = rules_from(
+        f"""\
+        rules:
+          - {{name: take-back-earns, on: {earlier_on}{when}, then: [{{revoke_earn: big-spender}}]}}
+          - name: take-back-enrolment
+            on: return.created
+            when: "event.data.full_return"
+            then: [{{revoke_enrol: big-spender}}]
+        """
+    )
+    expected = [f"rules.yaml:12: rule 'take-back-enrolment': {REVOKE_ENROL_WARNING}"]
+    assert [str(w) for w in rules.warnings] == (expected if warned else [])
 
 
 # -- events to commands ----------------------------------------------------------------------

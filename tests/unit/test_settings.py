@@ -194,3 +194,30 @@ def test_run_refuses_bad_settings_with_one_line(
     assert line.startswith("promo-bridge: invalid settings: PROMO_BRIDGE_CAPILLARY_BASE_URL: ")
     assert SECRET not in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_fetch_limits_default_to_bounded_sizes(base_env: pytest.MonkeyPatch) -> None:
+    """Without settings a fetch brings at most 16 MiB, 1 MiB of it per partition."""
+    settings = load_settings()
+    assert settings.kafka_fetch_max_bytes == 16 * 1024 * 1024
+    assert settings.kafka_max_partition_fetch_bytes == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "variable", ["KAFKA_FETCH_MAX_BYTES", "KAFKA_MAX_PARTITION_FETCH_BYTES"], ids=str.lower
+)
+@pytest.mark.parametrize("value", ["0", "512", "1MB", "-1", str(2**31)])
+def test_bad_fetch_limit_names_the_variable(
+    base_env: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A fetch limit that is not a byte count from 1 KiB to the int32 maximum is refused."""
+    base_env.setenv(f"PROMO_BRIDGE_{variable}", value)
+    _refused(f"PROMO_BRIDGE_{variable}")
+
+
+def test_partition_fetch_limit_must_fit_in_the_fetch_limit(base_env: pytest.MonkeyPatch) -> None:
+    """A per-partition limit above the per-fetch limit is refused naming both variables."""
+    base_env.setenv("PROMO_BRIDGE_KAFKA_FETCH_MAX_BYTES", "1048576")
+    base_env.setenv("PROMO_BRIDGE_KAFKA_MAX_PARTITION_FETCH_BYTES", "2097152")
+    message = _refused("PROMO_BRIDGE_KAFKA_MAX_PARTITION_FETCH_BYTES")
+    assert "PROMO_BRIDGE_KAFKA_FETCH_MAX_BYTES" in message

@@ -4,9 +4,14 @@ Public surface:
 
 - `CapillaryClient`: `await client.send(batch)` returns one `CommandResult` per command (batch
   order) or raises a `DeliveryIncompleteError` (`ApiUnavailable`, `AuthenticationFailed`)
-  that carries the `completed` results and the `pending` commands.
+  that carries the `completed` results, the `pending` commands and the `unsure` ones among
+  them (their answer was lost: verify before resending).
+  `await client.lookup_promotion(identifier_name, identifier_value, source, promotion)`
+  returns a `PromotionStanding` or None, or raises `ApiUnavailable`, `AuthenticationFailed` or
+  `LookupFailedError`.
 - `ClientConfig`, `BasicAuth`, `OAuthAuth`: configuration.
-- `ClientHooks`: callbacks for metrics.
+- `ClientHooks`: callbacks for metrics; `EndpointLabel` (an `Endpoint` or `LookupEndpoint`) is
+  what they are called with.
 - `ERROR_CODES`, `classify_code`, `CodeSpec`: the error taxonomy table.
 - `UnavailableReason`, `SplitReason`: label values the hooks and exceptions carry.
 """
@@ -27,8 +32,10 @@ from promo_bridge.capillary._exceptions import (
     AuthenticationFailed,
     CapillaryError,
     DeliveryIncompleteError,
+    LookupFailedError,
 )
-from promo_bridge.capillary._hooks import ClientHooks
+from promo_bridge.capillary._hooks import ClientHooks, EndpointLabel
+from promo_bridge.capillary._lookup import LookupEndpoint, PromotionStanding
 
 __all__ = [
     "ERROR_CODES",
@@ -42,7 +49,11 @@ __all__ = [
     "ClientHooks",
     "CodeSpec",
     "DeliveryIncompleteError",
+    "EndpointLabel",
+    "LookupEndpoint",
+    "LookupFailedError",
     "OAuthAuth",
+    "PromotionStanding",
     "SplitReason",
     "UnavailableReason",
     "basic_authorization",

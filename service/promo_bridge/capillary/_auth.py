@@ -53,8 +53,23 @@ def basic_authorization(till_code: str, password: str) -> str:
 
 
 def request_error_reason(exc: httpx.RequestError) -> UnavailableReason:
-    """What an httpx failure says about whether the request reached the server."""
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+    """What an httpx failure says about whether the request reached the server.
+
+    CONNECT_ERROR only where the request certainly did not reach it: the client withholds
+    resends of the other reasons for actions that must not be repeated (`verify_unsure_actions`),
+    so a doubtful case errs towards "may have been applied".
+    """
+    if isinstance(
+        exc,
+        httpx.ConnectError
+        | httpx.ConnectTimeout
+        | httpx.PoolTimeout
+        # No connection to the proxy, a scheme httpx cannot speak, a request h11 refused to
+        # write: nothing complete left this process.
+        | httpx.ProxyError
+        | httpx.UnsupportedProtocol
+        | httpx.LocalProtocolError,
+    ):
         return UnavailableReason.CONNECT_ERROR
     if isinstance(exc, httpx.TimeoutException):
         return UnavailableReason.TIMEOUT

@@ -11,7 +11,8 @@ How one `send(batch)` runs:
    - final verdicts (applied, already applied, rejected, failed) are kept;
    - customers answering a retryable code are resent, alone, after a backoff;
    - a retryable failure of the whole call (network, timeout, 429, 5xx, malformed body) resends
-     it after a backoff that honours Retry-After, up to `max_attempts` requests;
+     it after a backoff that honours Retry-After, up to `max_attempts` requests, except where
+     the request may have been applied (see below);
    - an ambiguous answer splits the call in halves, each resent as a call of its own;
    - refused credentials refresh the OAuth token once and resend; refused again, they stop.
 4. If every command settled, `send` returns the results in batch order. Otherwise it raises
@@ -20,9 +21,21 @@ How one `send(batch)` runs:
    that is merely unavailable never produces a failure outcome, and a batch that partly went
    through still delivers its successes.
 
-Resending after a timeout or a broken connection may repeat a side effect the API already
-applied (the bulk calls take no idempotency key); the `on_retry` reason (`timeout`,
-`network_error` versus `connect_error`) tells such resends apart.
+A call whose answer was lost (read or write timeout, connection broken after sending) may have
+been applied, and the bulk calls take no idempotency key: resending could repeat the side
+effect. So may a call answered HTTP 504 (a gateway stopped waiting for Capillary, which may
+still complete the call) or a 2xx whose body cannot be read (Capillary took the call; what it
+did is unreadable). For the actions in `ClientConfig.verify_unsure_actions` (ENROL and EARN by
+default) such a call is not resent: its commands stay pending and are reported `unsure`, for
+the caller to verify with `lookup_promotion` before sending them again. Other 5xx (500, 502,
+503...) and 429 are resent: Capillary said the call failed or did not take it. Other actions
+are resent in every case, the `on_retry` reason (`timeout`, `network_error` versus
+`connect_error`) telling such resends apart; their repetition is answered with an
+already-applied code.
+
+`lookup_promotion` reads where one customer stands in one promotion. It is read-only, so every
+retryable failure is retried, a timeout included; it has its own budget
+(`lookup_calls_per_minute`) and shares the in-flight bound and the credentials.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -47,10 +60,25 @@ from promo_bridge.capillary._auth import (
     request_error_reason,
 )
 from promo_bridge.capillary._config import BasicAuth, ClientConfig
-from promo_bridge.capillary._errors import UnavailableReason
-from promo_bridge.capillary._exceptions import ApiUnavailable, AuthenticationFailed
-from promo_bridge.capillary._hooks import ClientHooks, fire
+from promo_bridge.capillary._errors import MAYBE_APPLIED_REASONS, UnavailableReason
+from promo_bridge.capillary._exceptions import (
+    ApiUnavailable,
+    AuthenticationFailed,
+    CapillaryError,
+    LookupFailedError,
+)
+from promo_bridge.capillary._hooks import ClientHooks, EndpointLabel, fire
 from promo_bridge.capillary._limiter import CallBudget
+from promo_bridge.capillary._lookup import (
+    LOOKUP_PATH,
+    Found,
+    LookupEndpoint,
+    LookupOutcome,
+    PromotionStanding,
+    Refused,
+    interpret_lookup,
+    lookup_params,
+)
 from promo_bridge.capillary._retry import Backoff, retry_after_of
 from promo_bridge.capillary._wire import (
     REQUEST_ID_HEADER,
@@ -67,7 +95,7 @@ from promo_bridge.capillary._wire import (
     interpret,
     precheck,
 )
-from promo_bridge.domain.commands import Batch, Command, Endpoint
+from promo_bridge.domain.commands import Batch, Command, Endpoint, IdentifierName, PromotionRef
 from promo_bridge.domain.outcomes import CommandResult, OutcomeStatus
 
 log = structlog.get_logger("promo_bridge.capillary")
@@ -89,6 +117,8 @@ class _Run:
         self.results: list[CommandResult | None] = [None] * len(batch.commands)
         self.requests = [0] * len(batch.commands)
         self.parked: set[int] = set()
+        # Parked after a request that may have been applied: not resent, to be verified.
+        self.unsure: set[int] = set()
         self.reason: UnavailableReason | None = None
         self.retry_after: float | None = None
         self.refusal: AuthRefused | None = None
@@ -117,6 +147,8 @@ class _Run:
             batch_id=self.batch.batch_id,
         )
         self.results[index] = result
+        # An answer ends any doubt about the command's earlier requests.
+        self.unsure.discard(index)
         return result
 
     def park(
@@ -127,6 +159,11 @@ class _Run:
         self.reason = reason
         if retry_after is not None:
             self.retry_after = max(self.retry_after or 0.0, retry_after)
+
+    def park_unsure(self, indexes: Sequence[int], reason: UnavailableReason) -> None:
+        """Leave commands pending, not resent: their request may have been applied."""
+        self.park(indexes, reason, None)
+        self.unsure.update(indexes)
 
     def park_refused(
         self,
@@ -155,8 +192,11 @@ class _Run:
         completed = [result for result in self.results if result is not None]
         waiting = [commands[i] for i in pending]
         attempts = {commands[i].command_id: self.attempts(i) for i in pending}
+        unsure = frozenset(commands[i].command_id for i in pending if i in self.unsure)
         endpoint = self.batch.key.endpoint
         counts = f"{len(waiting)} pending, {len(completed)} completed"
+        if unsure:
+            counts += f", {len(unsure)} of the pending unsure"
         if self.auth_refused:
             code = self.auth_error.code if self.auth_error else None
             status = self.auth_error.http_status if self.auth_error else None
@@ -170,6 +210,7 @@ class _Run:
                 completed=completed,
                 pending=waiting,
                 attempts=attempts,
+                unsure=unsure,
             )
         reason = self.reason or UnavailableReason.SERVER_ERROR
         raise ApiUnavailable(
@@ -179,6 +220,7 @@ class _Run:
             completed=completed,
             pending=waiting,
             attempts=attempts,
+            unsure=unsure,
         )
 
 
@@ -190,6 +232,25 @@ class _Exchange:
     request_id: str | None = None
     credentials: Credentials | None = None
     auth_error: AuthenticationFailed | None = None
+    # No readable answer came, and the request may have been applied all the same.
+    maybe_applied: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One HTTP request: the response or the httpx failure, with the credentials it used."""
+
+    answer: httpx.Response | httpx.RequestError
+    credentials: Credentials
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _GiveUp:
+    """No resend: the attempts are spent, or the wait would be longer than allowed."""
+
+    event: str
+    retry_after: float | None
 
 
 def _waves(commands: Sequence[Command], indexes: Sequence[int]) -> list[list[int]]:
@@ -290,6 +351,14 @@ class CapillaryClient:
             )
             for endpoint in Endpoint
         }
+        self._lookup_budget = CallBudget(
+            config.lookup_calls_per_minute,
+            config.budget_window_s,
+            burst=config.budget_burst,
+            clock=clock,
+            sleep=sleep,
+            on_wait=self._throttle_observer(LookupEndpoint.PROMOTION_DATA),
+        )
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
         self._backoff = Backoff(config.backoff_base_s, config.backoff_cap_s)
         self._closed = False
@@ -354,11 +423,91 @@ class CapillaryClient:
             await asyncio.gather(*(self._deliver(run, call) for call in calls))
         return run.conclude()
 
+    async def lookup_promotion(
+        self,
+        identifier_name: IdentifierName,
+        identifier_value: str,
+        source: str,
+        promotion: PromotionRef,
+    ) -> PromotionStanding | None:
+        """Where one customer stands in one promotion (`GET .../lookup/promotionData`).
+
+        Read-only: network errors, timeouts, 429, 5xx, retryable codes and malformed bodies are
+        retried up to `max_attempts` requests, refused credentials refresh the token once.
+
+        Returns:
+            The standing, or None when the API does not know the customer (code 8015) or the
+            customer holds no entry for the promotion.
+
+        Raises:
+            ApiUnavailable: still unavailable after the attempts (nothing completed or pending).
+            AuthenticationFailed: the credentials were refused (after one token refresh).
+            LookupFailedError: the API refused the lookup itself (a code such as 1101 or
+                11013), or its answer cannot tell the standing of this promotion.
+        """
+        self._check_open()
+        label = LookupEndpoint.PROMOTION_DATA
+        params = lookup_params(identifier_name, identifier_value, source, promotion)
+        counted = 0
+        refreshed = False
+        while True:
+            counted += 1
+            outcome, credentials = await self._lookup_once(params, promotion, counted)
+            if isinstance(outcome, Found):
+                return outcome.standing
+            if isinstance(outcome, Refused):
+                log.error(
+                    "capillary_lookup_failed",
+                    endpoint=label.value,
+                    promotion=promotion.label,
+                    http_status=outcome.http_status,
+                    code=outcome.code,
+                    detail=outcome.detail,
+                )
+                raise LookupFailedError(
+                    f"Capillary {label} answered HTTP {outcome.http_status}: {outcome.detail}",
+                    code=outcome.code,
+                    http_status=outcome.http_status,
+                )
+            if isinstance(outcome, AuthRefused):
+                if not refreshed and credentials is not None and self._auth.invalidate(credentials):
+                    # One refresh per lookup, outside the attempt bound.
+                    refreshed = True
+                    counted -= 1
+                    continue
+                log.error(
+                    "capillary_auth_refused",
+                    endpoint=label.value,
+                    http_status=outcome.http_status,
+                    code=outcome.code,
+                )
+                raise AuthenticationFailed(
+                    f"Capillary refused the credentials on {label} "
+                    f"(HTTP {outcome.http_status}, code {outcome.code})",
+                    code=outcome.code,
+                    http_status=outcome.http_status,
+                )
+            wait = self._resend_wait(counted, outcome.retry_after)
+            if isinstance(wait, _GiveUp):
+                log.warning(
+                    wait.event,
+                    endpoint=label.value,
+                    reason=outcome.reason.value,
+                    attempts=counted,
+                    wait_s=wait.retry_after,
+                )
+                raise ApiUnavailable(
+                    f"Capillary {label} unavailable ({outcome.reason}) after {counted} attempts",
+                    reason=outcome.reason,
+                    retry_after=wait.retry_after,
+                )
+            await self._before_resend(label, outcome.reason, wait, attempt=counted)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("CapillaryClient is closed")
 
-    def _throttle_observer(self, endpoint: Endpoint) -> Callable[[float], None]:
+    def _throttle_observer(self, endpoint: EndpointLabel) -> Callable[[float], None]:
         def observe(seconds: float) -> None:
             fire(self._hooks.on_throttle_wait, endpoint, seconds)
 
@@ -387,6 +536,12 @@ class CapillaryClient:
             refused: list[tuple[int, AuthRefused]] = []
             retry_after: float | None = None
             if isinstance(outcome, Unavailable):
+                if (
+                    exchange.maybe_applied
+                    and run.batch.key.action in self._config.verify_unsure_actions
+                ):
+                    self._park_unsure(run, todo, outcome, counted)
+                    return
                 retry, reason, retry_after = list(todo), outcome.reason, outcome.retry_after
             else:
                 retry, refused = self._record(run, todo, outcome, exchange.request_id)
@@ -409,11 +564,25 @@ class CapillaryClient:
                     code=refused[0][1].code,
                 )
                 return
-            if not retry:
-                return
-            if not await self._backoff_or_park(run, retry, counted, reason, retry_after):
+            if not retry or not await self._backoff_or_park(
+                run, retry, counted, reason, retry_after
+            ):
                 return
             todo = retry
+
+    def _park_unsure(self, run: _Run, todo: list[int], outcome: Unavailable, counted: int) -> None:
+        run.park_unsure(todo, outcome.reason)
+        log.warning(
+            "capillary_answer_lost",
+            endpoint=run.batch.key.endpoint.value,
+            batch_id=run.batch.batch_id,
+            action=run.batch.key.action.value,
+            reason=outcome.reason.value,
+            # The reason alone does not tell a 504 from a 503.
+            detail=outcome.detail,
+            customers=len(todo),
+            attempt=counted,
+        )
 
     async def _backoff_or_park(
         self,
@@ -424,43 +593,58 @@ class CapillaryClient:
         retry_after: float | None,
     ) -> bool:
         """Wait before resending `retry`; False (and parked) when no resend is allowed."""
-        endpoint = run.batch.key.endpoint
-        config = self._config
-        if counted >= config.max_attempts:
-            run.park(retry, reason, retry_after)
+        wait = self._resend_wait(counted, retry_after)
+        if isinstance(wait, _GiveUp):
+            run.park(retry, reason, wait.retry_after)
             log.warning(
-                "capillary_attempts_exhausted",
-                endpoint=endpoint.value,
+                wait.event,
+                endpoint=run.batch.key.endpoint.value,
                 batch_id=run.batch.batch_id,
                 reason=reason.value,
                 customers=len(retry),
                 attempts=counted,
+                wait_s=wait.retry_after,
             )
             return False
+        await self._before_resend(
+            run.batch.key.endpoint,
+            reason,
+            wait,
+            attempt=counted,
+            batch_id=run.batch.batch_id,
+            customers=len(retry),
+        )
+        return True
+
+    def _resend_wait(self, counted: int, retry_after: float | None) -> float | _GiveUp:
+        """The wait before the next request, after `counted` requests; or why there is none."""
+        if counted >= self._config.max_attempts:
+            return _GiveUp("capillary_attempts_exhausted", retry_after)
         delay = self._backoff.delay(counted, self._rng, retry_after)
-        if delay > config.max_retry_wait_s:
+        if delay > self._config.max_retry_wait_s:
             # Holding the batch (and an attempt) that long helps no one: report the wait.
-            run.park(retry, reason, delay)
-            log.warning(
-                "capillary_retry_wait_too_long",
-                endpoint=endpoint.value,
-                batch_id=run.batch.batch_id,
-                reason=reason.value,
-                wait_s=delay,
-            )
-            return False
+            return _GiveUp("capillary_retry_wait_too_long", delay)
+        return delay
+
+    async def _before_resend(
+        self,
+        endpoint: EndpointLabel,
+        reason: UnavailableReason,
+        delay: float,
+        *,
+        attempt: int,
+        **fields: object,
+    ) -> None:
         fire(self._hooks.on_retry, endpoint, reason)
         log.info(
             "capillary_retry",
             endpoint=endpoint.value,
-            batch_id=run.batch.batch_id,
             reason=reason.value,
-            customers=len(retry),
-            attempt=counted,
+            attempt=attempt,
             wait_s=round(delay, 3),
+            **fields,
         )
         await self._sleep(delay)
-        return True
 
     def _record(
         self, run: _Run, todo: list[int], outcome: Answered, request_id: str | None
@@ -515,37 +699,23 @@ class CapillaryClient:
             revoke_direct_earn_bulk_action=self._config.revoke_direct_earn_bulk_action,
         )
         budget = self._budgets[endpoint]
-        slot = await budget.acquire()
+
+        def count() -> None:
+            for index in todo:
+                run.requests[index] += 1
+
         try:
-            async with self._in_flight:
-                try:
-                    credentials = await self._auth.credentials()
-                except AuthenticationFailed as exc:
-                    slot.cancel()
-                    return _Exchange(None, auth_error=exc)
-                except ApiUnavailable as exc:
-                    slot.cancel()
-                    return _Exchange(Unavailable(exc.reason, exc.retry_after, str(exc)))
-                for index in todo:
-                    run.requests[index] += 1
-                started = self._clock()
-                try:
-                    response = await self._http.post(
-                        request.path, json=request.body, headers=dict(credentials.headers)
-                    )
-                except httpx.RequestError as exc:
-                    # Translated here, where httpx enters; never re-raised.
-                    return self._failed_exchange(
-                        run,
-                        todo,
-                        attempt=attempt,
-                        exc=exc,
-                        started=started,
-                        credentials=credentials,
-                    )
-        finally:
-            slot.release()
-        seconds = self._clock() - started
+            reply = await self._request(
+                budget, "POST", request.path, on_send=count, json=request.body
+            )
+        except AuthenticationFailed as exc:
+            return _Exchange(None, auth_error=exc)
+        except ApiUnavailable as exc:
+            return _Exchange(Unavailable(exc.reason, exc.retry_after, str(exc)))
+        response = reply.answer
+        if isinstance(response, httpx.RequestError):
+            return self._failed_exchange(run, todo, attempt=attempt, reply=reply, exc=response)
+        seconds = reply.seconds
         request_id = response.headers.get(REQUEST_ID_HEADER)
         retry_after = retry_after_of(response.headers, wall_clock=self._wall_clock)
         context = CallContext(
@@ -572,7 +742,8 @@ class CapillaryClient:
             attempt=attempt,
             **_summary(outcome),
         )
-        return _Exchange(outcome, request_id, credentials)
+        maybe_applied = isinstance(outcome, Unavailable) and outcome.maybe_applied
+        return _Exchange(outcome, request_id, reply.credentials, maybe_applied=maybe_applied)
 
     def _failed_exchange(
         self,
@@ -580,22 +751,104 @@ class CapillaryClient:
         todo: list[int],
         *,
         attempt: int,
+        reply: _Reply,
         exc: httpx.RequestError,
-        started: float,
-        credentials: Credentials,
     ) -> _Exchange:
         endpoint = run.batch.key.endpoint
-        seconds = self._clock() - started
         reason = request_error_reason(exc)
-        fire(self._hooks.on_request, endpoint, None, seconds, None)
+        fire(self._hooks.on_request, endpoint, None, reply.seconds, None)
         log.warning(
             "capillary_request_failed",
             endpoint=endpoint.value,
             batch_id=run.batch.batch_id,
             error=type(exc).__name__,
             reason=reason.value,
-            seconds=round(seconds, 4),
+            seconds=round(reply.seconds, 4),
             customers=len(todo),
             attempt=attempt,
         )
-        return _Exchange(Unavailable(reason, None, type(exc).__name__), None, credentials)
+        return _Exchange(
+            Unavailable(reason, None, type(exc).__name__),
+            None,
+            reply.credentials,
+            maybe_applied=reason in MAYBE_APPLIED_REASONS,
+        )
+
+    async def _lookup_once(
+        self, params: Mapping[str, str], promotion: PromotionRef, attempt: int
+    ) -> tuple[LookupOutcome, Credentials | None]:
+        """Make one lookup request; its outcome and the credentials it used."""
+        label = LookupEndpoint.PROMOTION_DATA
+        try:
+            reply = await self._request(
+                self._lookup_budget, "GET", LOOKUP_PATH, on_send=lambda: None, params=params
+            )
+        except ApiUnavailable as exc:
+            # The token request failed: nothing was sent, so it counts as an attempt.
+            return Unavailable(exc.reason, exc.retry_after, str(exc)), None
+        response = reply.answer
+        if isinstance(response, httpx.RequestError):
+            reason = request_error_reason(response)
+            fire(self._hooks.on_request, label, None, reply.seconds, None)
+            log.warning(
+                "capillary_request_failed",
+                endpoint=label.value,
+                error=type(response).__name__,
+                reason=reason.value,
+                seconds=round(reply.seconds, 4),
+                attempt=attempt,
+            )
+            return Unavailable(reason, None, type(response).__name__), reply.credentials
+        request_id = response.headers.get(REQUEST_ID_HEADER)
+        retry_after = retry_after_of(response.headers, wall_clock=self._wall_clock)
+        outcome = interpret_lookup(promotion, response.status_code, response.content, retry_after)
+        if isinstance(outcome, Unavailable) and outcome.retry_after is not None:
+            self._lookup_budget.defer(self._clock() + outcome.retry_after)
+        fire(self._hooks.on_request, label, response.status_code, reply.seconds, request_id)
+        log.info(
+            "capillary_request",
+            endpoint=label.value,
+            promotion=promotion.label,
+            http_status=response.status_code,
+            seconds=round(reply.seconds, 4),
+            request_id=request_id,
+            attempt=attempt,
+            outcome=type(outcome).__name__.lower(),
+        )
+        return outcome, reply.credentials
+
+    async def _request(
+        self,
+        budget: CallBudget,
+        method: str,
+        path: str,
+        *,
+        on_send: Callable[[], None],
+        json: object = None,
+        params: Mapping[str, str] | None = None,
+    ) -> _Reply:
+        """One request within `budget` and an in-flight slot, with current credentials.
+
+        `on_send` runs once the request is about to leave. httpx failures are returned, not
+        raised: they are translated by the caller, where they enter. Raises
+        AuthenticationFailed or ApiUnavailable when no credentials can be had (nothing sent).
+        """
+        slot = await budget.acquire()
+        try:
+            async with self._in_flight:
+                try:
+                    credentials = await self._auth.credentials()
+                except CapillaryError:
+                    slot.cancel()
+                    raise
+                on_send()
+                started = self._clock()
+                try:
+                    response = await self._http.request(
+                        method, path, json=json, params=params, headers=dict(credentials.headers)
+                    )
+                except httpx.RequestError as exc:
+                    return _Reply(exc, credentials, self._clock() - started)
+        finally:
+            slot.release()
+        return _Reply(response, credentials, self._clock() - started)

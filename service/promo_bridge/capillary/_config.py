@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from promo_bridge.domain.commands import DEFAULT_BATCH_LIMITS, Endpoint
+from promo_bridge.domain.commands import DEFAULT_BATCH_LIMITS, Action, Endpoint
 
 # enrolAndEarn and revokeEnrolAndEarn document "a maximum of 100 customers at once".
 _DOCUMENTED_MAX_BATCH = 100
@@ -60,6 +60,10 @@ class ClientConfig(BaseModel):
         default_factory=lambda: dict.fromkeys(Endpoint, 100),
         description="Client-side budget per endpoint: calls per `budget_window_s`.",
     )
+    # The customer promotion lookup is an API of its own for Capillary's per-API limits.
+    lookup_calls_per_minute: int = Field(
+        default=100, ge=1, description="Client-side budget of lookups per `budget_window_s`."
+    )
     # The budget's "minute". Production keeps 60 s; tests compress it to run in seconds.
     budget_window_s: float = Field(default=60.0, gt=0)
     # Calls that may leave back to back before spacing applies; 1 spreads every call evenly.
@@ -70,6 +74,12 @@ class ClientConfig(BaseModel):
     write_timeout_s: float = Field(default=10.0, gt=0)
     pool_timeout_s: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, description="HTTP requests per call at most.")
+    # Actions whose call is not resent after a failure that may follow an applied request
+    # (read/write timeout, connection broken after sending): the calls take no idempotency
+    # key, and a second ENROL or EARN cannot be told from a new one. Such commands come back
+    # pending and `unsure`, for the caller to verify with the lookup. Empty: resend as for
+    # any other failure.
+    verify_unsure_actions: frozenset[Action] = frozenset({Action.ENROL, Action.EARN})
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=30.0, gt=0)
     # A Retry-After (or backoff) longer than this ends the call as ApiUnavailable at once, with

@@ -25,12 +25,15 @@ from promo_bridge.domain.outcomes import ErrorClass, OutcomeStatus
 class UnavailableReason(StrEnum):
     """Why a call could not get a final answer; a bounded label set for logs and metrics."""
 
-    # The request never reached the server (connect error or timeout, pool timeout): resending
-    # cannot duplicate a side effect.
+    # The request never reached the server (connect error or timeout, pool timeout, a proxy
+    # that could not connect, a request httpx refused to write): resending cannot duplicate a
+    # side effect.
     CONNECT_ERROR = "connect_error"
-    # The request was (maybe) sent but no answer came back in time: it may have been applied.
+    # The request was (maybe) sent but no answer came back in time (read or write timeout): it
+    # may have been applied.
     TIMEOUT = "timeout"
-    # The connection broke mid-exchange: it may have been applied.
+    # The connection broke mid-exchange (reset, closed without an answer): it may have been
+    # applied.
     NETWORK_ERROR = "network_error"
     # HTTP 429.
     THROTTLED = "throttled"
@@ -41,6 +44,12 @@ class UnavailableReason(StrEnum):
     # A success status whose body is not a response of the called endpoint at all (an HTML
     # page from a gateway, truncated JSON): nothing can be matched, so nothing is concluded.
     MALFORMED_RESPONSE = "malformed_response"
+
+
+# A transport failure for one of these reasons may follow a request the API applied.
+MAYBE_APPLIED_REASONS: frozenset[UnavailableReason] = frozenset(
+    {UnavailableReason.TIMEOUT, UnavailableReason.NETWORK_ERROR}
+)
 
 
 class SplitReason(StrEnum):

@@ -16,9 +16,13 @@ from dataclasses import dataclass
 import structlog
 
 from promo_bridge.capillary._errors import SplitReason, UnavailableReason
+from promo_bridge.capillary._lookup import LookupEndpoint
 from promo_bridge.domain.commands import Endpoint
 
 log = structlog.get_logger("promo_bridge.capillary")
+
+# What the `endpoint` argument of a hook can be: a bulk endpoint or the lookup.
+EndpointLabel = Endpoint | LookupEndpoint
 
 
 def _ignore(*_args: object) -> None:
@@ -39,11 +43,15 @@ class ClientHooks:
     on_split(endpoint, reason): a multi-customer call is being split in halves and resent.
     on_unknown_code(endpoint, code): a code missing from the error table was answered
         (the command is rejected; `code` is None for an error entry without a code).
+
+    on_request, on_retry and on_throttle_wait also fire for lookups, with
+    `LookupEndpoint.PROMOTION_DATA` as `endpoint` (an `EndpointLabel`: a str enum like
+    `Endpoint`, so `.value` makes the metric label).
     """
 
-    on_request: Callable[[Endpoint, int | None, float, str | None], None] = _ignore
-    on_retry: Callable[[Endpoint, UnavailableReason], None] = _ignore
-    on_throttle_wait: Callable[[Endpoint, float], None] = _ignore
+    on_request: Callable[[EndpointLabel, int | None, float, str | None], None] = _ignore
+    on_retry: Callable[[EndpointLabel, UnavailableReason], None] = _ignore
+    on_throttle_wait: Callable[[EndpointLabel, float], None] = _ignore
     on_token_refresh: Callable[[bool, float], None] = _ignore
     on_split: Callable[[Endpoint, SplitReason], None] = _ignore
     on_unknown_code: Callable[[Endpoint, int | None], None] = _ignore

@@ -50,6 +50,7 @@ OAUTH_TOKEN_HEADER = "X-CAP-API-OAUTH-TOKEN"  # noqa: S105 - a header name, not 
 # Capillary messages go into outcome records; bound them so a runaway body cannot bloat them.
 _MAX_MESSAGE = 500
 _EARN_ID_ACTIONS = frozenset({Action.REVOKE_EARN, Action.REVOKE_DIRECT_EARN})
+_GATEWAY_TIMEOUT = 504
 
 
 # --------------------------------------------------------------------------- requests
@@ -215,6 +216,9 @@ class Unavailable:
     reason: UnavailableReason
     retry_after: float | None = None
     detail: str = ""
+    # The answer says nothing of what happened, yet the request reached Capillary, which may
+    # have applied it (HTTP 504, an unreadable 2xx): resending could repeat the side effect.
+    maybe_applied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,10 +300,12 @@ class _UnenrollBody(_Model):
 
 
 class _Envelope(_Model):
-    # The shapes an error answer outside the bulk format takes in the docs: v3 style
-    # {"data": null, "errors": [{"code": ...}]} and {"errorCode": 4000, "message": ...}.
+    # The shapes an error answer outside the bulk format takes in the docs: v3 style (a null
+    # `data` and an `errors` list of codes), an `errorCode` with a `message` (access groups),
+    # and a top-level `code` with a `message` (token errors: 401, 498 "Token expired at ...").
     errors: list[WireError] | None = None
     error_code: int | None = Field(default=None, alias="errorCode")
+    code: int | None = None
     message: str | None = None
 
 
@@ -332,7 +338,8 @@ def _warning_texts(warnings: list[Any] | None) -> tuple[str, ...]:
     return tuple(texts)
 
 
-def _load(content: bytes) -> object:
+def load_json(content: bytes) -> object:
+    """The decoded JSON of a body; None when it is not JSON."""
     try:
         return json.loads(content)
     except ValueError:
@@ -351,6 +358,11 @@ def _envelope_entries(document: object) -> list[Entry] | None:
         return [Entry(None, errors)]
     if envelope.error_code is not None:
         return [Entry(None, (WireError(code=envelope.error_code, message=envelope.message),))]
+    # Gateways answer {"code": <HTTP status>, "message": <reason phrase>} as well: such a code
+    # only restates the status, and reading it as a Capillary code would turn a wrong path
+    # (404) into an unknown-code rejection. Only codes the table knows are read at top level.
+    if envelope.code is not None and classify_code(envelope.code, None).known:
+        return [Entry(None, (WireError(code=envelope.code, message=envelope.message),))]
     return None
 
 
@@ -362,7 +374,8 @@ def _unenroll_entries(document: object) -> list[Entry] | None:
     if body.errors:
         return [Entry(None, tuple(body.errors), _warning_texts(body.warnings))]
     if body.data is None:
-        return None
+        # Not an unEnroll answer; maybe an error in another shape (a token error).
+        return _envelope_entries(document)
     result = WireResult.model_validate({"entityId": body.data})
     return [Entry(result, (), _warning_texts(body.warnings))]
 
@@ -380,7 +393,7 @@ def _bulk_entries(document: dict[str, object]) -> list[Entry] | None:
 
 def decode_entries(endpoint: Endpoint, content: bytes) -> list[Entry] | None:
     """The answer entries of a response body, or None if it is no answer of `endpoint`."""
-    document = _load(content)
+    document = load_json(content)
     if endpoint is Endpoint.UNENROLL:
         return _unenroll_entries(document)
     if isinstance(document, dict) and "response" in document:
@@ -389,8 +402,8 @@ def decode_entries(endpoint: Endpoint, content: bytes) -> list[Entry] | None:
 
 
 def _first_code(content: bytes) -> int | None:
-    entries = _envelope_entries(_load(content))
-    return entries[0].errors[0].code if entries else None
+    error = first_error(load_json(content))
+    return error.code if error else None
 
 
 # --------------------------------------------------------------------------- interpretation
@@ -449,23 +462,29 @@ def _error_verdict(entry: Entry, found: Classification, http_status: int) -> Ent
     )
 
 
-def _applied(action: Action, entry: Entry, http_status: int) -> Settled:
+def _applied(command: Command, entry: Entry, http_status: int) -> Settled:
     result = entry.result
     if result is None:  # pragma: no cover - callers check
         raise AssertionError("an applied entry needs a result")
     issual_id = result.issual_id
     revoked_issual_id = result.revoked_issual_id
+    extra = _extra(entry, http_status)
     # The revokeEnrolAndEarn page's REVOKE_ENROL response example shows `issualId`, its
     # parameter table `revokedIssualId`: either names the issual that was revoked.
-    if action is Action.REVOKE_ENROL and revoked_issual_id is None:
+    if command.action is Action.REVOKE_ENROL and revoked_issual_id is None:
         revoked_issual_id, issual_id = issual_id, None
+    if command.issual_id_is_dummy and issual_id is not None:
+        # Presented as the customer's issual, it would be taken for an enrolment that does not
+        # exist; kept apart for whoever traces the call with Capillary.
+        extra["dummy_issual_id"] = issual_id
+        issual_id = None
     return Settled(
         OutcomeStatus.APPLIED,
         issual_id=issual_id,
         earned_id=result.earned_id,
         revoked_earn_ids=result.revoked_earn_ids,
         revoked_issual_id=revoked_issual_id,
-        extra=_extra(entry, http_status),
+        extra=extra,
     )
 
 
@@ -529,7 +548,7 @@ def _match(ctx: CallContext, entries: Sequence[Entry], http_status: int) -> Call
                 return Split(SplitReason.BATCH_LIMIT, f"code {entry.errors[0].code}")
             verdicts.append(_error_verdict(entry, found, http_status))
         elif entry.result is not None:
-            verdicts.append(_applied(ctx.action, entry, http_status))
+            verdicts.append(_applied(command, entry, http_status))
         else:
             return _ambiguous(ctx, f"entry at position {position} has no result and no errors")
     return Answered(tuple(verdicts))
@@ -579,17 +598,30 @@ def interpret(
         reason = (
             UnavailableReason.THROTTLED if http_status == 429 else UnavailableReason.SERVER_ERROR
         )
-        return Unavailable(reason, retry_after, f"HTTP {http_status}")
+        # A 504 is a gateway that stopped waiting for Capillary, not Capillary refusing: the
+        # call may still complete behind it. 500, 502, 503 and 429 say it failed or was not taken.
+        return Unavailable(
+            reason,
+            retry_after,
+            f"HTTP {http_status}",
+            maybe_applied=http_status == _GATEWAY_TIMEOUT,
+        )
     entries = decode_entries(ctx.endpoint, content)
     if entries is not None:
         return _match(ctx, entries, http_status)
-    if disposition is HttpDisposition.BODY:
+    if disposition is HttpDisposition.BODY or _is_success(http_status):
+        # A success status whatever the body: Capillary took the call, so it may have applied it.
         return Unavailable(
             UnavailableReason.MALFORMED_RESPONSE,
             None,
             f"HTTP {http_status} body is not a {ctx.endpoint} response",
+            maybe_applied=True,
         )
     return _without_code(ctx, disposition, http_status)
+
+
+def _is_success(http_status: int) -> bool:
+    return 200 <= http_status < 300
 
 
 # --------------------------------------------------------------------------- token
@@ -610,19 +642,17 @@ def token_body(key: str, secret: str) -> dict[str, str]:
 
 def decode_token(content: bytes) -> TokenGrant | WireError | None:
     """A grant, the refusal's first error, or None when the body is neither."""
-    document = _load(content)
+    document = load_json(content)
     try:
         body = _TokenBody.model_validate(document)
     except ValidationError:
-        return _first_error(document)
+        return first_error(document)
     if body.data is not None:
         return TokenGrant(body.data.access_token, body.data.ttl_seconds)
-    for error in body.errors or ():
-        if error.code is not None:
-            return error
-    return None
+    return first_error(document)
 
 
-def _first_error(document: object) -> WireError | None:
+def first_error(document: object) -> WireError | None:
+    """The first coded error of a decoded error answer, whatever its shape; None if none."""
     entries = _envelope_entries(document)
     return entries[0].errors[0] if entries else None

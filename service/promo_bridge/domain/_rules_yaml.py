@@ -267,7 +267,7 @@ class _Reader:
                 ok = False
         if not ok or own_program is None or promotion_type is None:
             return None
-        ref = PromotionRef(own_program, promotion_id, promo_identifier)
+        ref = PromotionRef(own_program, promotion_id, promo_identifier, kind=promotion_type)
         return PromotionDef(name, ref, promotion_type, _line(key_node))
 
     def targets(
@@ -329,7 +329,9 @@ class _Reader:
             self.rule(position, item, promotions, targets, preference)
             for position, item in enumerate(node.value, start=1)
         )
-        return tuple(rule for rule in found if rule is not None)
+        rules = tuple(rule for rule in found if rule is not None)
+        self.check_enrolment_revokes(rules)
+        return rules
 
     def duplicate_names(self, node: yaml.SequenceNode) -> None:
         # Checked apart from the rules themselves, so that a duplicate is reported even when
@@ -542,6 +544,49 @@ class _Reader:
                 )
                 ok = False
         return ok
+
+    def check_enrolment_revokes(self, rules: tuple[RuleDef, ...]) -> None:
+        # Capillary wants a promotion's earns revoked before its enrolment (FACTS.md). One
+        # customer's commands on one promotion run in file and list order, so a revoke of the
+        # earns is sure to go first only when it comes earlier in the same rule, or in an
+        # earlier rule that fires whenever this one does (see _always_before).
+        for position, rule in enumerate(rules):
+            ahead = [before for before in rules[:position] if _always_before(before, rule)]
+            for action in rule.actions:
+                if action.action is not Action.REVOKE_ENROL:
+                    continue
+                earlier = [*rule.actions[: action.index], *(a for r in ahead for a in r.actions)]
+                if any(a.subject == action.subject and a.action in _EARN_REVOKES for a in earlier):
+                    continue
+                self.warnings.append(
+                    RuleProblem(
+                        self.filename,
+                        action.line,
+                        f"revoke_enrol on promotion '{action.subject}' has no revoke_earn or"
+                        " revoke_direct_earn of it before it: Capillary wants the earns revoked"
+                        " before the enrolment (put one earlier in this rule)",
+                        rule.name,
+                    )
+                )
+
+
+_EARN_REVOKES: Final = frozenset({Action.REVOKE_EARN, Action.REVOKE_DIRECT_EARN})
+
+
+def _always_before(before: RuleDef, rule: RuleDef) -> bool:
+    """Whether `before`'s commands run ahead of `rule`'s on every event `rule` matches.
+
+    Same event type, a condition that holds whenever `rule`'s does (none, or the same text),
+    and the same identifier preference, so that both commands land in one customer lane.
+    """
+    same_condition = before.condition is None or (
+        rule.condition is not None and before.condition.source == rule.condition.source
+    )
+    return (
+        before.on == rule.on
+        and same_condition
+        and before.identifier_preference == rule.identifier_preference
+    )
 
 
 class _NotScalar:

@@ -7,8 +7,10 @@ Everything here is plain data. The batch key decides which commands may share on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 
 
 class Action(StrEnum):
@@ -59,6 +61,13 @@ DEFAULT_BATCH_LIMITS: dict[Endpoint, int] = {
 }
 
 
+class PromotionType(StrEnum):
+    """What a promotion supports; the rules file may also use Capillary's backend names."""
+
+    ENROL_AND_ISSUE = "ENROL_AND_ISSUE"
+    DIRECT_ISSUE = "DIRECT_ISSUE"
+
+
 class IdentifierName(StrEnum):
     """Which customer identifier a call carries (`identifierName`)."""
 
@@ -74,6 +83,9 @@ class PromotionRef:
     program_id: int
     promotion_id: int | None = None
     promo_identifier: str | None = None
+    # From the rules file; None where no rules file said. It describes the promotion rather
+    # than naming it, so it stays out of equality: batch keys and lanes do not change with it.
+    kind: PromotionType | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.promotion_id is None) == (self.promo_identifier is None):
@@ -164,6 +176,18 @@ class Command:
         return (self.identifier_name.value, self.identifier_value, self.subject)
 
     @property
+    def issual_id_is_dummy(self) -> bool:
+        """Capillary's issualId for this command names no enrolment: a direct-issue EARN.
+
+        FACTS.md: "A direct EARN returns a dummy issualId". False when the type is unknown.
+        """
+        return (
+            self.action is Action.EARN
+            and self.promotion is not None
+            and self.promotion.kind is PromotionType.DIRECT_ISSUE
+        )
+
+    @property
     def subject_label(self) -> str:
         """The promotion or target as Capillary knows it."""
         if self.promotion is not None:
@@ -183,6 +207,11 @@ class Batch:
     # Why it left the batcher: "size", "window" or "flush" (shutdown, rebalance).
     reason: str = "window"
     attempts: int = field(default=0, compare=False)
+    # Unsure commands (an earlier call's answer was lost) to verify with the customer lookup
+    # before sending, each with the earnedIds this service recorded for its holding.
+    verify: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
 
     def __len__(self) -> int:
         return len(self.commands)

@@ -38,8 +38,9 @@ from promo_bridge.domain.commands import (
     EventPosition,
 )
 from promo_bridge.domain.events import EventDecodeError, decode_event
+from promo_bridge.domain.ledger import Ledger, StateRecord
 from promo_bridge.domain.offsets import OffsetTracker
-from promo_bridge.domain.outcomes import CommandResult, Delivery
+from promo_bridge.domain.outcomes import CommandResult, Delivery, ErrorClass, OutcomeStatus
 from promo_bridge.domain.restore import RestoredOutcome, RestoreMarks
 from promo_bridge.domain.rules import RuleSet, SkippedAction
 
@@ -73,6 +74,13 @@ class FlowConfig:
     # Calls handed to the sender and not answered yet, at most (None: no bound). Batches wait
     # in the core meanwhile, so the oldest due ones (a lane's next command included) go first.
     max_calls_in_flight: int | None = None
+    # A command the API keeps failing (not merely down) fails `retry_exhausted` after this many
+    # sends came back without its result, or this long after the first did (None: no bound).
+    retry_max_sends: int | None = 10
+    retry_max_s: float | None = 900.0
+    # Bytes of refused records held until their DLQ record is acknowledged: the partitions
+    # pause at this many too (a burst of large bad records), and resume below half of it.
+    max_pending_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_pending < 1:
@@ -83,6 +91,12 @@ class FlowConfig:
             raise ValueError("unavailable_retry_s must not be negative")
         if self.max_calls_in_flight is not None and self.max_calls_in_flight < 1:
             raise ValueError("max_calls_in_flight must be at least 1")
+        if self.max_pending_bytes < 1:
+            raise ValueError("max_pending_bytes must be at least 1")
+        if self.retry_max_sends is not None and self.retry_max_sends < 1:
+            raise ValueError("retry_max_sends must be at least 1")
+        if self.retry_max_s is not None and self.retry_max_s <= 0:
+            raise ValueError("retry_max_s must be positive")
 
 
 class PauseReason(StrEnum):
@@ -137,6 +151,10 @@ class _Accepted:
     received_at: datetime
     # Requests that carried the command in earlier sends (requeued after ApiUnavailable).
     attempts: int = 0
+    # Sends that came back without its result while the API was not merely down, and when the
+    # first of them did: the retry bound.
+    failed_sends: int = 0
+    failing_since: float | None = None
 
 
 class Flow:
@@ -164,11 +182,20 @@ class Flow:
         # Refusals whose DLQ record is not acknowledged yet, by seq: their partition while their
         # offset is tracked, None once it was let go (the offset may be tracked again by then).
         self._letters: dict[int, TopicPartition | None] = {}
+        self._letter_bytes: dict[int, int] = {}
+        self._held_bytes = 0
         self._letter_seq = 0
         self._hold_until = 0.0
         self._calls = 0
         self._auth_refused = False
         self._backpressure = False
+        self._ledger = Ledger()
+        # Commands whose last call may have applied them without an answer saying so: they are
+        # verified with the lookup before being sent again (domain/reconcile.py).
+        self._unsure: set[str] = set()
+        # Input partitions owned per state partition number: the ledger of a number is kept
+        # while any of them is.
+        self._state_owners: dict[int, set[TopicPartition]] = {}
 
     # -- state ----------------------------------------------------------------------------
 
@@ -219,6 +246,9 @@ class Flow:
             self._tracker.track(position, 1)
             self._letter_seq += 1
             self._letters[self._letter_seq] = (record.topic, record.partition)
+            size = len(record.value or b"") + len(record.key or b"")
+            self._letter_bytes[self._letter_seq] = size
+            self._held_bytes += size
             intake.refused.append(Refusal(record, str(exc), self._letter_seq))
             return
         intake.consumed[(record.topic, event.type)] += 1
@@ -248,6 +278,7 @@ class Flow:
 
     def dead_letter_published(self, refusal: Refusal) -> None:
         """The DLQ record of a refused record is acknowledged: its offset may move on."""
+        self._held_bytes -= self._letter_bytes.pop(refusal.seq, 0)
         if self._letters.pop(refusal.seq) is not None:
             record = refusal.record
             self._tracker.command_done(EventPosition(record.topic, record.partition, record.offset))
@@ -265,7 +296,7 @@ class Flow:
         limit = self._config.max_calls_in_flight
         batches = self._batcher.ready(now, None if limit is None else max(0, limit - self._calls))
         self._calls += len(batches)
-        return batches
+        return [self._with_verify(batch) for batch in batches]
 
     def next_deadline(self, now: float) -> float | None:
         """When `ready` may next release a batch; None when nothing is waiting.
@@ -295,7 +326,21 @@ class Flow:
                 now, where=lambda c: (c.position.topic, c.position.partition) in partitions
             )
         self._calls += len(batches)
-        return batches
+        return [self._with_verify(batch) for batch in batches]
+
+    def _with_verify(self, batch: Batch) -> Batch:
+        if not self._unsure:
+            return batch
+        verify = {
+            command.command_id: self._ledger.known_earned(command)
+            for command in batch.commands
+            if command.command_id in self._unsure
+        }
+        return dataclasses.replace(batch, verify=verify) if verify else batch
+
+    def intents(self, batch: Batch, now_ms: int) -> list[StateRecord]:
+        """Record the batch's intents; the state records to make durable before its call."""
+        return self._ledger.intend(batch.commands, now_ms)
 
     def incomplete(self, partitions: set[TopicPartition] | None = None) -> bool:
         """Whether `partitions` (None: anything) hold work without its outcome acknowledged."""
@@ -313,6 +358,8 @@ class Flow:
         """
         self._calls -= 1
         by_id = {command.command_id: command for command in batch.commands}
+        self._unsure.difference_update(by_id)
+        self._unsure.update(delivery.unsure & {command.command_id for command in delivery.pending})
         completions = []
         for answer in delivery.completed:
             # An in-flight command stays accepted until published, even if its partition went.
@@ -321,13 +368,20 @@ class Flow:
             if accepted.attempts:
                 result = dataclasses.replace(answer, attempts=answer.attempts + accepted.attempts)
             completions.append(Completion(by_id[answer.command_id], result, accepted.received_at))
-        if delivery.pending:
-            for command in delivery.pending:
+        pending = delivery.pending
+        if pending:
+            for command in pending:
                 self._accepted[command.command_id].attempts += delivery.attempts.get(
                     command.command_id, 0
                 )
-            self._batcher.requeue(delivery.pending)
-            self._drop_unclaimed_orphans(delivery.pending)
+            if not (delivery.down or delivery.auth_refused):
+                pending, exhausted = self._count_failure(pending, now)
+                completions.extend(
+                    self._exhausted(command, delivery.detail) for command in exhausted
+                )
+        if pending:
+            self._batcher.requeue(pending)
+            self._drop_unclaimed_orphans(pending)
             wait_s = max(self._config.unavailable_retry_s, delivery.pause_s or 0.0)
             self._hold_until = max(self._hold_until, now + wait_s)
         if delivery.auth_refused:
@@ -335,6 +389,52 @@ class Flow:
         elif not delivery.pending:
             self._auth_refused = False
         return completions
+
+    def settle(self, completions: Sequence[Completion], now_ms: int) -> list[StateRecord]:
+        """Fold results into the holdings ledger; the state records to write with the outcomes."""
+        return self._ledger.settle(((c.command, c.result) for c in completions), now_ms)
+
+    @property
+    def ledger_size(self) -> int:
+        """Holdings kept in memory."""
+        return len(self._ledger)
+
+    def expire(self, now_ms: int, retention_ms: int) -> list[StateRecord]:
+        """Drop holdings idle past the retention; the tombstones to write."""
+        return self._ledger.expire(now_ms, retention_ms)
+
+    def _count_failure(
+        self, pending: Sequence[Command], now: float
+    ) -> tuple[tuple[Command, ...], list[Command]]:
+        """Count a failed send against each command's retry bound; split off the exhausted."""
+        config = self._config
+        kept: list[Command] = []
+        exhausted: list[Command] = []
+        for command in pending:
+            accepted = self._accepted[command.command_id]
+            accepted.failed_sends += 1
+            if accepted.failing_since is None:
+                accepted.failing_since = now
+            over_sends = (
+                config.retry_max_sends is not None
+                and accepted.failed_sends >= config.retry_max_sends
+            )
+            failing_s = now - accepted.failing_since
+            over_time = config.retry_max_s is not None and failing_s >= config.retry_max_s
+            (exhausted if over_sends or over_time else kept).append(command)
+        return tuple(kept), exhausted
+
+    def _exhausted(self, command: Command, detail: str) -> Completion:
+        accepted = self._accepted[command.command_id]
+        self._unsure.discard(command.command_id)
+        result = CommandResult(
+            command_id=command.command_id,
+            status=OutcomeStatus.FAILED,
+            error_class=ErrorClass.RETRY_EXHAUSTED,
+            error_message=f"gave up after {accepted.failed_sends} failed sends: {detail}",
+            attempts=accepted.attempts,
+        )
+        return Completion(command, result, accepted.received_at)
 
     def published(
         self, completions: Sequence[Completion], outcome_offsets: Sequence[int] = ()
@@ -384,18 +484,41 @@ class Flow:
             del self._outcome_offsets[next(iter(self._outcome_offsets))]
 
     def restore(
-        self, tp: TopicPartition, outcomes: Iterable[RestoredOutcome], outcomes_end: int
-    ) -> None:
+        self,
+        tp: TopicPartition,
+        outcomes: Iterable[RestoredOutcome],
+        outcomes_end: int,
+        now_ms: int = 0,
+    ) -> list[StateRecord]:
         """A partition is assigned: commands completed before (read back) are not sent again.
 
         Their outcomes stay above the restore mark until their events are committed here.
+        Intents they left open in the ledger are closed: the state records to write.
         """
         self._marks.restored(tp, outcomes_end)
+        self._state_owners.setdefault(tp[1], set()).add(tp)
+        self._ledger.start_empty(tp[1])
+        outcomes = list(outcomes)
         for outcome in outcomes:
             self._batcher.remember_completed([outcome.command_id])
             self._remember_outcome(outcome.command_id, (tp[1], outcome.outcomes_offset))
+            self._unsure.discard(outcome.command_id)
             if outcome.source == tp:
                 self._marks.published(tp, outcome.source_offset, outcome.outcomes_offset)
+        return self._ledger.settle_restored(tp[1], outcomes, now_ms)
+
+    def state_loaded(self, partition: int) -> bool:
+        """Whether the holdings of a state partition are in memory (read back or kept)."""
+        return self._ledger.loaded(partition)
+
+    def restore_state(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Load a state partition read back whole; its open intents become unsure commands.
+
+        Call before `restore` of the input partitions with that number. Returns the holdings.
+        """
+        count = self._ledger.restore(partition, records)
+        self._unsure.update(self._ledger.open_intents(partition))
+        return count
 
     def restore_marks(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """For offsets about to be committed, the outcomes offset to store with each."""
@@ -449,6 +572,21 @@ class Flow:
         self._tracker.forget_partitions(partition_set)
         for tp in partition_set:
             self._marks.forget(tp)
+            owners = self._state_owners.get(tp[1])
+            if owners is not None:
+                owners.discard(tp)
+                if not owners:
+                    # The numbers' other input partitions went too: the new owner reads the
+                    # state back, and open intents are verified there.
+                    del self._state_owners[tp[1]]
+                    self._ledger.forget(tp[1])
+        if self._unsure:
+            open_intents = {cid for p in self._state_owners for cid in self._ledger.open_intents(p)}
+            self._unsure = {
+                command_id
+                for command_id in self._unsure
+                if command_id in self._accepted or command_id in open_intents
+            }
         for seq, letter_tp in self._letters.items():
             if letter_tp in partition_set:
                 self._letters[seq] = None
@@ -475,9 +613,22 @@ class Flow:
             self._accepted.pop(command_id)
             self._orphans.discard(command_id)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of refused records held until their DLQ record is acknowledged."""
+        return self._held_bytes
+
     def _update_backpressure(self) -> None:
         pending = self.pending
-        if not self._backpressure and pending >= self._config.max_pending:
+        held_bytes = self.pending_bytes
+        max_bytes = self._config.max_pending_bytes
+        if not self._backpressure and (
+            pending >= self._config.max_pending or held_bytes >= max_bytes
+        ):
             self._backpressure = True
-        elif self._backpressure and pending < self._config.resume_below:
+        elif (
+            self._backpressure
+            and pending < self._config.resume_below
+            and held_bytes < max_bytes // 2
+        ):
             self._backpressure = False

@@ -32,6 +32,10 @@ class ErrorClass(StrEnum):
     REJECTED = "rejected"
     CONFIG = "config"
     AUTH = "auth"
+    # A call's answer was lost and the lookup could not tell whether it applied (never resent).
+    UNVERIFIED = "unverified"
+    # The API kept failing for this command (not merely down) past the retry bound.
+    RETRY_EXHAUSTED = "retry_exhausted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,13 @@ class Delivery:
     attempts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # Why commands are pending, for logs: codes and counts only, never credentials.
     detail: str = ""
+    # Pending commands whose last call may have applied them (its answer was lost): verify
+    # them with the lookup before sending them again.
+    unsure: frozenset[str] = frozenset()
+    # The API is merely down (connect errors, 429, 503 with Retry-After): pending commands wait
+    # without using up their retry bound. False: it answered, but not usefully (a retryable
+    # code that keeps coming, a 5xx, a timeout, an unreadable body): the bound counts.
+    down: bool = False
 
     @property
     def complete(self) -> bool:
@@ -111,13 +122,22 @@ class OutcomeRecord(BaseModel):
     error_class: ErrorClass | None = None
     error_code: int | None = None
     error_message: str | None = None
-    issual_id: str | None = None
+    issual_id: str | None = Field(
+        default=None,
+        description="issualId of the customer's enrolment in the promotion. None for an earn on"
+        " a direct-issue promotion: Capillary answers a dummy issualId there, left out.",
+    )
     earned_id: str | None = None
     revoked_earn_ids: list[int] = Field(default_factory=list)
     revoked_issual_id: str | None = None
     attempts: int
     batch_id: str | None = None
     request_id: str | None = Field(default=None, description="X-Cap-Requestid of the final call.")
+    verified_by: str | None = Field(
+        default=None,
+        description="'lookup' when the call's answer was lost and the customer lookup showed"
+        " the command applied (no second call was made).",
+    )
     received_at: datetime = Field(description="When the service decoded the source event.")
     completed_at: datetime = Field(description="When the result was known.")
 
@@ -152,13 +172,15 @@ def outcome_record(
         error_class=result.error_class,
         error_code=result.error_code,
         error_message=result.error_message,
-        issual_id=result.issual_id,
+        # The client and the verification leave a dummy out already; this holds for any result.
+        issual_id=None if command.issual_id_is_dummy else result.issual_id,
         earned_id=result.earned_id,
         revoked_earn_ids=list(result.revoked_earn_ids),
         revoked_issual_id=result.revoked_issual_id,
         attempts=result.attempts,
         batch_id=result.batch_id,
         request_id=result.request_id,
+        verified_by=result.extra.get("verified_by"),
         received_at=received_at,
         completed_at=completed_at,
     )

@@ -28,6 +28,10 @@ class RestoredOutcome:
     source: TopicPartition
     source_offset: int
     outcomes_offset: int
+    # What the outcome says the call did, for the holdings ledger ("" when unknown).
+    status: str = ""
+    issual_id: str | None = None
+    earned_id: str | None = None
 
 
 class RestoreMarks:

@@ -9,19 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final
 
 from promo_bridge.domain._cel import Condition
-from promo_bridge.domain.commands import Action, IdentifierName, PromotionRef, TargetRef
+from promo_bridge.domain.commands import (
+    Action,
+    IdentifierName,
+    PromotionRef,
+    PromotionType,
+    TargetRef,
+)
 
-
-class PromotionType(StrEnum):
-    """What a promotion supports; the rules file may also use Capillary's backend names."""
-
-    ENROL_AND_ISSUE = "ENROL_AND_ISSUE"
-    DIRECT_ISSUE = "DIRECT_ISSUE"
-
+# PromotionType lives in `commands` (a PromotionRef carries it to the client); it is listed here
+# too because readers of a RulesSpec meet it on PromotionDef.
+__all__ = [
+    "ACTIONS_OF_TYPE",
+    "DEFAULT_IDENTIFIER_PREFERENCE",
+    "PROMOTION_TYPE_NAMES",
+    "TARGET_ACTIONS",
+    "ActionDef",
+    "PromotionDef",
+    "PromotionType",
+    "RuleDef",
+    "RuleProblem",
+    "RulesError",
+    "RulesSpec",
+    "TargetDef",
+]
 
 # Backend names from FACTS.md: pointsOfferType and loyaltyEarningType values.
 PROMOTION_TYPE_NAMES: Final[Mapping[str, PromotionType]] = {

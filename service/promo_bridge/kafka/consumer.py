@@ -180,6 +180,7 @@ class ConsumerLoop:
         """Commit the watermark of every partition that moved; failures are retried later."""
         async with self._commit_lock:
             self._last_commit = self._clock()
+            self._pipeline.expire_state()
             offsets = self._pipeline.committable()
             if not offsets:
                 # Idle and fully committed is not a stuck commit; a watermark held by a
@@ -262,6 +263,7 @@ class ConsumerLoop:
         self._consumer.pause(*assigned)
         self._paused |= assigned
         try:
+            await self._restore_state({tp.partition for tp in assigned})
             restored = await self._restorer.restore((tp.topic, tp.partition) for tp in assigned)
         except RestoreError as exc:
             # Waiting for ever would stall the partitions; going on risks repeating work that
@@ -281,6 +283,17 @@ class ConsumerLoop:
             with contextlib.suppress(CommitFailedError, KafkaError):
                 await self._consumer.commit(unmarked)
         self._restoring -= assigned
+
+    async def _restore_state(self, numbers: set[int]) -> None:
+        """Read back the holdings ledger of partition numbers this instance does not hold yet.
+
+        An already loaded number (another input topic's partition of that number is owned
+        here) keeps its state in memory: it is newer than the topic's.
+        """
+        assert self._restorer is not None
+        wanted = {number for number in numbers if not self._pipeline.state_loaded(number)}
+        for number, records in (await self._restorer.read_state(wanted)).items():
+            self._pipeline.restore_state(number, records)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -1,4 +1,4 @@
-"""Publishing outcome and DLQ records, acknowledged by the broker before offsets move.
+"""Publishing outcome, state and DLQ records, acknowledged by the broker before offsets move.
 
 aiokafka's idempotent producer does not recover from some broker answers: after a broker
 outage every later send fails with OutOfOrderSequenceNumber until the process restarts (an open
@@ -30,6 +30,7 @@ from aiokafka.errors import (
 )
 
 from promo_bridge.domain.dead_letters import DeadLetterRecord
+from promo_bridge.domain.ledger import StateRecord
 from promo_bridge.domain.outcomes import OutcomeRecord
 from promo_bridge.kafka.restore import OutcomeRestorer, RestoreError
 
@@ -48,7 +49,7 @@ _STOP_TIMEOUT_S: Final = 10.0
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
 # key, value, headers, partition (None: by key).
-_Record = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
+_Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int | None]
 
 
 class PublishError(Exception):
@@ -68,6 +69,7 @@ class RecordPublisher:
         *,
         outcomes_topic: str,
         dlq_topic: str,
+        state_topic: str | None = None,
         on_replace: Callable[[], None] = lambda: None,
         read_back: OutcomeRestorer | None = None,
     ) -> None:
@@ -82,6 +84,7 @@ class RecordPublisher:
         self._producer = producer_factory()
         self._outcomes_topic = outcomes_topic
         self._dlq_topic = dlq_topic
+        self._state_topic = state_topic
         self._replacing = asyncio.Lock()
 
     async def start(self) -> None:
@@ -152,6 +155,19 @@ class RecordPublisher:
         if landed:
             log.info("outcomes_found_published", count=len(landed), of=len(unsure))
         return landed
+
+    async def publish_state(self, records: Sequence[StateRecord]) -> None:
+        """Send holdings-ledger records (tombstones too) to their state partitions; acknowledged.
+
+        Sending one again after a failure without an answer is harmless: the topic is compacted
+        and a holding's record is its whole value.
+        """
+        if self._state_topic is None:
+            raise PublishError("no state topic is configured")
+        await self._send_all(
+            self._state_topic,
+            [(record.key, record.value, [], record.partition) for record in records],
+        )
 
     async def publish_dead_letter(
         self,

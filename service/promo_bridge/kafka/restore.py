@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 _MARK_PREFIX: Final = "promo-bridge:outcomes="
 _POLL_MS: Final = 200
+_TOPIC_ALREADY_EXISTS: Final = 36
+_STATE_REPLICAS: Final = 3
 
 
 class TopologyError(Exception):
@@ -77,11 +79,13 @@ class OutcomeRestorer:
         *,
         group_id: str,
         outcomes_topic: str,
+        state_topic: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
         self._options = dict(options)
         self._group_id = group_id
         self._outcomes_topic = outcomes_topic
+        self._state_topic = state_topic
         self._timeout_s = timeout_s
         # One past the newest outcomes offset known per outcomes partition (from read-backs).
         self._known_ends: dict[int, int] = {}
@@ -130,6 +134,100 @@ class OutcomeRestorer:
                 f" {narrow} has more: outcomes are co-partitioned with the input, so give the"
                 f" outcomes topic at least {widest} partitions"
             )
+
+    async def ensure_state_topic(self, input_topics: Iterable[str]) -> None:
+        """Create the compacted state topic if it is missing; TopologyError if it cannot hold.
+
+        The holdings ledger is co-partitioned with the input, so every input topic must have
+        the same partition count (a customer's events of every topic then share a partition
+        number), and the state topic at least as many.
+        """
+        if self._state_topic is None:
+            return
+        topic = self._state_topic
+        counts = await self._partition_counts([topic, *input_topics])
+        state = counts.pop(topic)
+        widths = {count for count in counts.values() if count is not None}
+        if len(widths) > 1:
+            shapes = ", ".join(f"{t} ({c})" for t, c in sorted(counts.items()))
+            raise TopologyError(
+                f"input topics {shapes} differ in partition count: the ledger in {topic} is"
+                " co-partitioned with the input, so give every input topic the same count"
+                " (or set PROMO_BRIDGE_DURABLE_STATE=false)"
+            )
+        widest = max(widths, default=1)
+        if state is None:
+            await self._create_state_topic(topic, widest)
+            return
+        if state < widest:
+            raise TopologyError(
+                f"state topic {topic} has {state} partitions but the input topics have"
+                f" {widest}: give it at least {widest}"
+            )
+
+    async def _create_state_topic(self, topic: str, partitions: int) -> None:
+        try:
+            cluster = await self._admin.describe_cluster()
+            # Three copies where the cluster has them (as Kafka Streams asks for its changelogs).
+            replicas = max(1, min(_STATE_REPLICAS, len(cluster.get("brokers", ()))))
+            new = NewTopic(
+                name=topic,
+                num_partitions=partitions,
+                replication_factor=replicas,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+            response = await self._admin.create_topics([new])
+        except KafkaError as exc:
+            raise TopologyError(
+                f"state topic {topic} does not exist and cannot be created ({exc!r}): create it"
+                f" compacted (cleanup.policy=compact) with {partitions} partitions"
+            ) from None
+        for _name, code, *rest in getattr(response, "topic_errors", ()):
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                message = rest[0] if rest else ""
+                raise TopologyError(
+                    f"state topic {topic} does not exist and cannot be created (error {code}"
+                    f" {message}): create it compacted (cleanup.policy=compact) with"
+                    f" {partitions} partitions"
+                )
+        log.info("state_topic_created", topic=topic, partitions=partitions, replicas=replicas)
+
+    async def read_state(
+        self, partitions: Iterable[int]
+    ) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """Read state partitions whole (key, value) in order; RestoreError when it cannot."""
+        if self._state_topic is None:
+            return {}
+        sources = [TopicPartition(self._state_topic, p) for p in partitions]
+        if not sources:
+            return {}
+        try:
+            return await asyncio.wait_for(self._read_state(sources), self._timeout_s)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise RestoreError(f"reading back {self._state_topic}: {exc!r}") from None
+
+    async def _read_state(
+        self, sources: list[TopicPartition]
+    ) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        started = time.monotonic()
+        beginnings: dict[TopicPartition, int] = await self._reader.beginning_offsets(sources)
+        ends: dict[TopicPartition, int] = await self._reader.end_offsets(sources)
+        records: dict[int, list[tuple[bytes, bytes | None]]] = {tp.partition: [] for tp in sources}
+        async with self._reading:
+            await self._scan(
+                beginnings,
+                ends,
+                lambda tp, batch: records[tp.partition].extend(
+                    (r.key, r.value) for r in batch if r.key is not None
+                ),
+            )
+        log.info(
+            "state_read",
+            partitions=sorted(records),
+            records=sum(len(r) for r in records.values()),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return records
 
     async def _partition_counts(self, topics: list[str]) -> dict[str, int | None]:
         # Listing first: a metadata request naming a missing topic may create it (broker
@@ -224,10 +322,22 @@ class OutcomeRestorer:
     async def _read_unlocked(
         self, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, list[RestoredOutcome]]:
+        completed: dict[TopicPartition, list[RestoredOutcome]] = {
+            tp: [] for tp, start in starts.items() if start < ends[tp]
+        }
+        await self._scan(starts, ends, lambda tp, batch: completed[tp].extend(_outcomes(batch)))
+        return completed
+
+    async def _scan(
+        self,
+        starts: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int],
+        take: Callable[[TopicPartition, list[Any]], None],
+    ) -> None:
+        """Hand every record from `starts` up to `ends` to `take`, partition by partition."""
         todo = {tp: start for tp, start in starts.items() if start < ends[tp]}
-        completed: dict[TopicPartition, list[RestoredOutcome]] = {tp: [] for tp in todo}
         if not todo:
-            return completed
+            return
         self._reader.assign(list(todo))
         for tp, start in todo.items():
             self._reader.seek(tp, start)
@@ -235,11 +345,10 @@ class OutcomeRestorer:
         while remaining:
             batches = await self._reader.getmany(*remaining, timeout_ms=_POLL_MS)
             for tp, records in batches.items():
-                completed[tp].extend(_outcomes(records))
+                take(tp, records)
             for tp in list(remaining):
                 if await self._reader.position(tp) >= ends[tp]:
                     remaining.discard(tp)
-        return completed
 
 
 def _outcomes(records: Iterable[Any]) -> Iterable[RestoredOutcome]:
@@ -251,6 +360,9 @@ def _outcomes(records: Iterable[Any]) -> Iterable[RestoredOutcome]:
                 source=(str(outcome["topic"]), int(outcome["partition"])),
                 source_offset=int(outcome["offset"]),
                 outcomes_offset=record.offset,
+                status=str(outcome.get("status") or ""),
+                issual_id=outcome.get("issual_id"),
+                earned_id=outcome.get("earned_id"),
             )
         except (ValueError, TypeError, KeyError):
             # Not an outcome of ours (the topic is shared, or a record was damaged).

@@ -202,6 +202,28 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.pending_bytes = Gauge(
+            "pending_dead_letter_bytes",
+            "Bytes of undecodable records held until their DLQ record is acknowledged; the"
+            " partitions pause at PROMO_BRIDGE_MAX_PENDING_BYTES.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.ledger_holdings = Gauge(
+            "ledger_holdings",
+            "Customer promotion holdings kept in the ledger (state topic) of owned partitions.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.commands_verified = Counter(
+            "commands_verified_total",
+            "Unsure commands (a call's answer was lost) settled by the customer lookup, by"
+            " finding: applied (not sent again), undecided (failed, unverified); the ones found"
+            " not applied are sent and counted in commands_total as usual.",
+            ["finding"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.producer_replacements = Counter(
             "kafka_producer_replacements_total",
             "Kafka producers replaced after failing in a way they cannot recover from"

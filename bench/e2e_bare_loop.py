@@ -1,0 +1,84 @@
+"""bench_e2e's baseline: a bare aiokafka loop, run as a process of its own until SIGTERM.
+
+Fetch, decode each value as JSON, produce one small JSON record per event to the output topic,
+wait for the acknowledgements, commit. No rules, no API, no bookkeeping: what any Python
+consumer pays for Kafka and JSON alone. The consumer and producer take the service's own
+Kafka settings, so the difference to the service is the service's work, not a setting.
+
+Run: .venv/bin/python bench/e2e_bare_loop.py --bootstrap HOST:PORT --input T --output T --group G
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from promo_bridge.kafka.producer import producer_options
+
+# The service's default max_poll_records: one fetch's worth of work is the same on both sides.
+MAX_POLL_RECORDS = 500
+FETCH_TIMEOUT_MS = 200
+# bench_e2e starts its clock when it sees this line (the service logs service_started).
+BARE_LOOP_STARTED = "bare_loop_started"
+
+
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Copy input events to the output topic, one record each, until `stop` is set."""
+    consumer = AIOKafkaConsumer(
+        args.input,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=MAX_POLL_RECORDS,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=args.bootstrap, **producer_options(idempotence=True)
+    )
+    await consumer.start()
+    await producer.start()
+    print(BARE_LOOP_STARTED, flush=True)
+    try:
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
+            sends = []
+            for messages in fetched.values():
+                for message in messages:
+                    event = json.loads(message.value)
+                    out = {"event_id": event["id"], "offset": message.offset, "status": "OK"}
+                    sends.append(
+                        await producer.send(args.output, json.dumps(out).encode(), message.key)
+                    )
+            if sends:
+                # Commit only what is on the output topic: the same promise the service keeps.
+                await asyncio.gather(*sends)
+                await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("--bootstrap", "--input", "--output", "--group"):
+        parser.add_argument(name, required=True)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(args, stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

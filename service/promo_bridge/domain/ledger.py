@@ -1,0 +1,292 @@
+"""The holdings ledger: what this service did to each customer's promotion, and what is in flight.
+
+Per customer and promotion (a "holding") the ledger keeps the issualId of the enrolment, the
+earnedIds that this service's EARN commands produced (and which of them it revoked), and the
+intents: commands whose call may have gone out and whose result is not known yet. It is the
+state behind two guarantees:
+
+- an intent is durable before its call goes out, so after a crash (or an answer lost to a
+  timeout) the command is verified with the customer lookup before anything is resent;
+- an EARN shown by the lookup is attributed to the intent only when the earnedId is one this
+  service did not record before: the ledger tells "ours, already known" from "new".
+
+The ledger lives in Kafka: one compacted state record per holding, keyed by the holding,
+written to the state partition numbered like the input partition of the command (co-partitioned
+like the outcomes), read back whole when a partition is assigned. Holdings idle for longer than
+the retention are dropped with a tombstone. Pure: time is a parameter, records are values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from promo_bridge.domain.commands import Action, Command
+from promo_bridge.domain.outcomes import CommandResult, OutcomeStatus
+from promo_bridge.domain.restore import RestoredOutcome
+
+HoldingKey = tuple[str, str, str]
+
+# Actions whose repetition would repeat a side effect the API cannot tell from a new one:
+# they get an intent before their call, and are verified by lookup when their fate is unknown.
+VERIFIED_ACTIONS: Final = frozenset({Action.ENROL, Action.EARN})
+
+_SEP: Final = "\x1f"
+_APPLIED: Final = frozenset({OutcomeStatus.APPLIED, OutcomeStatus.ALREADY_APPLIED})
+
+
+def holding_key(command: Command) -> HoldingKey:
+    """The holding a command acts on: customer identifier and the promotion as the API knows it."""
+    return (command.identifier_name.value, command.identifier_value, command.subject_label)
+
+
+def encode_key(key: HoldingKey) -> bytes:
+    """The state record key of a holding."""
+    return _SEP.join(key).encode()
+
+
+def decode_key(raw: bytes) -> HoldingKey | None:
+    """A holding key from a state record key; None for a key that is not one."""
+    parts = raw.decode(errors="replace").split(_SEP)
+    if len(parts) != 3:
+        return None
+    return (parts[0], parts[1], parts[2])
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A command whose call may have gone out, without a known result."""
+
+    action: Action
+    at_ms: int
+
+
+@dataclass(slots=True)
+class Holding:
+    """One customer's standing in one promotion, as far as this service made it."""
+
+    issual_id: str | None = None
+    # earnedId -> command_id of the EARN that produced it.
+    earned: dict[str, str] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    intents: dict[str, Intent] = field(default_factory=dict)
+    seen_ms: int = 0
+
+    def encode(self) -> bytes:
+        """The state record value."""
+        body: dict[str, Any] = {"t": self.seen_ms}
+        if self.issual_id is not None:
+            body["i"] = self.issual_id
+        if self.earned:
+            body["e"] = self.earned
+        if self.revoked:
+            body["r"] = sorted(self.revoked)
+        if self.intents:
+            body["n"] = {cid: [i.action.value, i.at_ms] for cid, i in self.intents.items()}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Holding:
+        """A holding from its state record value; ValueError when it is not one."""
+        try:
+            body = json.loads(raw)
+            return cls(
+                issual_id=body.get("i"),
+                earned={str(k): str(v) for k, v in body.get("e", {}).items()},
+                revoked={str(r) for r in body.get("r", [])},
+                intents={
+                    str(cid): Intent(Action(action), int(at_ms))
+                    for cid, (action, at_ms) in body.get("n", {}).items()
+                },
+                seen_ms=int(body.get("t", 0)),
+            )
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise ValueError(f"not a holding: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """A record for the state topic: partition, key, and value (None: a tombstone)."""
+
+    partition: int
+    key: bytes
+    value: bytes | None
+
+
+class Ledger:
+    """Holdings per state partition; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[int, dict[HoldingKey, Holding]] = {}
+
+    # -- reading --------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return sum(len(holdings) for holdings in self._partitions.values())
+
+    def loaded(self, partition: int) -> bool:
+        """Whether the state partition was read back (or started empty) here."""
+        return partition in self._partitions
+
+    def known_earned(self, command: Command) -> frozenset[str]:
+        """The earnedIds this service recorded for the command's holding (revoked ones too)."""
+        holding = self._holding(command, create=False)
+        return frozenset(holding.earned) if holding else frozenset()
+
+    def open_intents(self, partition: int) -> dict[str, Intent]:
+        """Intents without a result in a state partition, by command_id."""
+        return {
+            command_id: intent
+            for holding in self._partitions.get(partition, {}).values()
+            for command_id, intent in holding.intents.items()
+        }
+
+    # -- changes --------------------------------------------------------------------------
+
+    def intend(self, commands: Iterable[Command], now_ms: int) -> list[StateRecord]:
+        """Record intents for the commands that need one; the records to write before calling."""
+        changed: dict[tuple[int, HoldingKey], Holding] = {}
+        for command in commands:
+            if command.action not in VERIFIED_ACTIONS:
+                continue
+            holding = self._holding(command, create=True)
+            assert holding is not None
+            holding.intents[command.command_id] = Intent(command.action, now_ms)
+            holding.seen_ms = now_ms
+            changed[(command.position.partition, holding_key(command))] = holding
+        return _records(changed)
+
+    def settle(
+        self, settled: Iterable[tuple[Command, CommandResult]], now_ms: int
+    ) -> list[StateRecord]:
+        """Fold final results in; the records to write with their outcomes."""
+        changed: dict[tuple[int, HoldingKey], Holding] = {}
+        for command, result in settled:
+            holding = self._holding(command, create=_changes_holding(command, result))
+            if holding is None:
+                continue
+            if not _apply(holding, command, result):
+                continue
+            holding.seen_ms = now_ms
+            changed[(command.position.partition, holding_key(command))] = holding
+        return _records(changed)
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Load a state partition read back whole (last record per key wins); returns holdings.
+
+        Records that are not holdings (damaged, or written by something else) are skipped.
+        """
+        holdings: dict[HoldingKey, Holding] = {}
+        for raw_key, raw_value in records:
+            key = decode_key(raw_key)
+            if key is None:
+                continue
+            if raw_value is None:
+                holdings.pop(key, None)
+                continue
+            try:
+                holdings[key] = Holding.decode(raw_value)
+            except ValueError:
+                continue
+        self._partitions[partition] = holdings
+        return len(holdings)
+
+    def settle_restored(
+        self, partition: int, outcomes: Iterable[RestoredOutcome], now_ms: int
+    ) -> list[StateRecord]:
+        """Close the intents whose outcomes were read back (the process died in between)."""
+        holdings = self._partitions.get(partition, {})
+        by_command = {
+            command_id: (key, holding)
+            for key, holding in holdings.items()
+            for command_id in holding.intents
+        }
+        changed: dict[tuple[int, HoldingKey], Holding] = {}
+        for outcome in outcomes:
+            found = by_command.get(outcome.command_id)
+            if found is None:
+                continue
+            key, holding = found
+            intent = holding.intents.pop(outcome.command_id)
+            if outcome.status in _APPLIED:
+                if intent.action is Action.ENROL and outcome.issual_id:
+                    holding.issual_id = outcome.issual_id
+                elif intent.action is Action.EARN and outcome.earned_id:
+                    holding.earned[outcome.earned_id] = outcome.command_id
+            holding.seen_ms = now_ms
+            changed[(partition, key)] = holding
+        return _records(changed)
+
+    def start_empty(self, partition: int) -> None:
+        """A state partition with nothing to read back (e.g. the ledger is not kept durably)."""
+        self._partitions.setdefault(partition, {})
+
+    def forget(self, partition: int) -> None:
+        """This instance no longer owns any input partition with this number."""
+        self._partitions.pop(partition, None)
+
+    def expire(self, now_ms: int, retention_ms: int) -> list[StateRecord]:
+        """Drop holdings idle for longer than the retention (never one with an open intent)."""
+        tombstones = []
+        for partition, holdings in self._partitions.items():
+            idle = [
+                key
+                for key, holding in holdings.items()
+                if not holding.intents and now_ms - holding.seen_ms > retention_ms
+            ]
+            for key in idle:
+                del holdings[key]
+                tombstones.append(StateRecord(partition, encode_key(key), None))
+        return tombstones
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _holding(self, command: Command, *, create: bool) -> Holding | None:
+        holdings = self._partitions.get(command.position.partition)
+        if holdings is None:
+            if not create:
+                return None
+            # A command of a partition whose state was not read back (e.g. tests, replays).
+            holdings = self._partitions.setdefault(command.position.partition, {})
+        key = holding_key(command)
+        holding = holdings.get(key)
+        if holding is None and create:
+            holding = holdings[key] = Holding()
+        return holding
+
+
+def _changes_holding(command: Command, result: CommandResult) -> bool:
+    if result.status not in _APPLIED:
+        return False
+    return command.action in {Action.ENROL, Action.EARN} or bool(
+        result.revoked_earn_ids or result.revoked_issual_id
+    )
+
+
+def _apply(holding: Holding, command: Command, result: CommandResult) -> bool:
+    """Fold one result into its holding; whether anything changed."""
+    changed = holding.intents.pop(command.command_id, None) is not None
+    if result.status not in _APPLIED:
+        return changed
+    action = command.action
+    if action is Action.ENROL and result.issual_id:
+        holding.issual_id = result.issual_id
+        changed = True
+    elif action is Action.EARN and result.earned_id:
+        holding.earned[result.earned_id] = command.command_id
+        changed = True
+    elif action is Action.REVOKE_ENROL and holding.issual_id is not None:
+        holding.issual_id = None
+        changed = True
+    revoked = {str(earn_id) for earn_id in result.revoked_earn_ids} - holding.revoked
+    holding.revoked.update(revoked)
+    return changed or bool(revoked)
+
+
+def _records(changed: Mapping[tuple[int, HoldingKey], Holding]) -> list[StateRecord]:
+    return [
+        StateRecord(partition, encode_key(key), holding.encode())
+        for (partition, key), holding in changed.items()
+    ]

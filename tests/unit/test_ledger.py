@@ -1,0 +1,177 @@
+"""The holdings ledger and reconciliation: intents, results, read-back, expiry, verdicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from test_flow import RULES, applied, record
+
+from harness import order_placed
+from promo_bridge.domain.commands import Action, Command
+from promo_bridge.domain.flow import Flow
+from promo_bridge.domain.ledger import Holding, Ledger, decode_key, encode_key
+from promo_bridge.domain.outcomes import CommandResult, Delivery, ErrorClass, OutcomeStatus
+from promo_bridge.domain.reconcile import Finding, Standing, verified_result, verify
+from promo_bridge.domain.restore import RestoredOutcome
+from promo_bridge.domain.rules import RuleSet
+
+AT = datetime(2026, 11, 29, tzinfo=UTC)
+DAY_MS = 24 * 3600 * 1000
+
+
+def commands(customer: str = "7", offset: int = 0) -> list[Command]:
+    """The enrol and earn of one big order (the `big` promotion) and the direct-issue earn."""
+    rules = RuleSet.from_yaml(RULES)
+    flow = Flow(rules)
+    intake = flow.accept([record(offset, order_placed(customer, 6000.0))], 0.0, AT)
+    return intake.accepted
+
+
+def result(command: Command, **fields: object) -> CommandResult:
+    return CommandResult(command.command_id, OutcomeStatus.APPLIED, **fields)  # type: ignore[arg-type]
+
+
+def replay(ledger: Ledger, records: list[tuple[bytes, bytes | None]]) -> Ledger:
+    fresh = Ledger()
+    fresh.restore(0, records)
+    return fresh
+
+
+def test_an_intent_is_recorded_for_enrol_and_earn_only() -> None:
+    """Intents go out for ENROL and EARN; other actions need none (already-applied codes)."""
+    enrol, earn, direct = commands()
+    ledger = Ledger()
+    records = ledger.intend([enrol, earn, direct], now_ms=5)
+    assert {decode_key(r.key) for r in records} == {
+        ("id", "7", enrol.subject_label),
+        ("id", "7", direct.subject_label),
+    }
+    assert set(ledger.open_intents(0)) == {enrol.command_id, earn.command_id, direct.command_id}
+
+
+def test_a_result_closes_its_intent_and_records_what_it_produced() -> None:
+    """An applied EARN's earnedId and an ENROL's issualId are kept; the intent is gone."""
+    enrol, earn, _ = commands()
+    ledger = Ledger()
+    ledger.intend([enrol], now_ms=1)
+    ledger.settle([(enrol, result(enrol, issual_id="845"))], now_ms=2)
+    ledger.intend([earn], now_ms=3)
+    records = ledger.settle([(earn, result(earn, earned_id="900"))], now_ms=4)
+    assert ledger.open_intents(0) == {}
+    assert ledger.known_earned(earn) == frozenset({"900"})
+    holding = Holding.decode(records[-1].value or b"")
+    assert (holding.issual_id, holding.earned) == ("845", {"900": earn.command_id})
+
+
+def test_the_state_records_read_back_give_the_same_ledger() -> None:
+    """Last record per key wins; a tombstone removes the holding; foreign records are skipped."""
+    enrol, earn, _ = commands()
+    ledger = Ledger()
+    written = ledger.intend([enrol], now_ms=1)
+    written += ledger.settle([(enrol, result(enrol, issual_id="845"))], now_ms=2)
+    written += ledger.intend([earn], now_ms=3)
+    log = [(r.key, r.value) for r in written] + [
+        (b"not-a-holding", b"{}"),
+        (encode_key(("id", "9", "x")), b"["),
+    ]
+    restored = replay(ledger, log)
+    assert set(restored.open_intents(0)) == {earn.command_id}
+    assert len(restored) == 1
+    assert replay(ledger, [*log, (written[-1].key, None)]).open_intents(0) == {}
+
+
+def test_an_outcome_read_back_closes_the_intent_it_answers() -> None:
+    """Died after the outcome, before the state record: the read-back settles the intent."""
+    enrol, earn, _ = commands()
+    ledger = Ledger()
+    ledger.intend([earn], now_ms=1)
+    closed = ledger.settle_restored(
+        0,
+        [RestoredOutcome(earn.command_id, ("orders", 0), 0, 17, status="applied", earned_id="901")],
+        now_ms=2,
+    )
+    assert len(closed) == 1
+    assert ledger.open_intents(0) == {}
+    assert ledger.known_earned(earn) == frozenset({"901"})
+    assert ledger.known_earned(enrol) == frozenset({"901"})
+
+
+def test_idle_holdings_expire_with_a_tombstone_but_never_with_an_open_intent() -> None:
+    """Expiry drops holdings idle past the retention; one waiting for verification stays."""
+    enrol, _, direct = commands()
+    ledger = Ledger()
+    ledger.intend([enrol, direct], now_ms=0)
+    ledger.settle([(enrol, result(enrol, issual_id="1"))], now_ms=0)
+    tombstones = ledger.expire(now_ms=31 * DAY_MS, retention_ms=30 * DAY_MS)
+    assert [(decode_key(t.key), t.value) for t in tombstones] == [
+        (("id", "7", enrol.subject_label), None)
+    ]
+    assert set(ledger.open_intents(0)) == {direct.command_id}
+
+
+def test_verify_tells_applied_from_not_applied_and_undecided() -> None:
+    """ENROL by issualId; EARN by earnedIds this service did not record (one: ours)."""
+    enrol, earn, _ = commands()
+    assert verify(enrol, None, frozenset()).finding is Finding.NOT_APPLIED
+    assert verify(enrol, Standing(issual_id=None), frozenset()).finding is Finding.NOT_APPLIED
+    assert verify(enrol, Standing(issual_id="845"), frozenset()).issual_id == "845"
+    known = frozenset({"1"})
+    assert verify(earn, Standing("845", frozenset({"1"})), known).finding is Finding.NOT_APPLIED
+    found = verify(earn, Standing("845", frozenset({"1"}), frozenset({"2"})), known)
+    assert (found.finding, found.earned_id) == (Finding.APPLIED, "2")
+    undecided = verify(earn, Standing("845", frozenset({"1", "2", "3"})), known)
+    assert undecided.finding is Finding.UNDECIDED
+
+
+def test_verdicts_become_results_or_a_send() -> None:
+    """Applied → applied by lookup; undecided → failed/unverified; not applied → sent (None)."""
+    _, earn, _ = commands()
+    applied_result = verified_result(
+        earn, verify(earn, Standing("8", frozenset({"5"})), frozenset())
+    )
+    assert applied_result is not None
+    assert (applied_result.status, applied_result.earned_id) == (OutcomeStatus.APPLIED, "5")
+    assert applied_result.extra == {"verified_by": "lookup"}
+    undecided = verified_result(
+        earn, verify(earn, Standing("8", frozenset({"5", "6"})), frozenset())
+    )
+    assert undecided is not None
+    assert (undecided.status, undecided.error_class) == (
+        OutcomeStatus.FAILED,
+        ErrorClass.UNVERIFIED,
+    )
+    assert verified_result(earn, verify(earn, None, frozenset())) is None
+
+
+def test_the_flow_verifies_an_unsure_command_before_sending_it_again() -> None:
+    """A lost answer marks the command unsure; its next batch carries what the ledger knows."""
+    flow = Flow(RuleSet.from_yaml(RULES))
+    flow.accept([record(0, order_placed("7", 6000.0))], 0.0, AT)
+    first = next(b for b in flow.drain(0.0) if b.key.action is Action.ENROL)
+    assert flow.intents(first, 1)
+    (enrol,) = first.commands
+    lost = Delivery(pending=first.commands, unsure=frozenset({enrol.command_id}))
+    assert flow.delivered(first, lost, 0.0) == []
+    (again,) = [b for b in flow.drain(100.0) if b.key.action is Action.ENROL]
+    assert dict(again.verify) == {enrol.command_id: frozenset()}
+    completions = flow.delivered(again, applied(again), 100.0)
+    flow.settle(completions, 2)
+    flow.published(completions)
+    (earn_batch,) = [b for b in flow.drain(100.0) if b.key.action is Action.EARN]
+    assert dict(earn_batch.verify) == {}
+
+
+def test_intents_read_back_make_their_commands_unsure_until_an_outcome_says_otherwise() -> None:
+    """A restored open intent is verified when its event is re-read, unless its outcome is back."""
+    enrol, earn, _ = commands()
+    ledger = Ledger()
+    state = [(r.key, r.value) for r in ledger.intend([enrol, earn], now_ms=1)]
+    flow = Flow(RuleSet.from_yaml(RULES))
+    flow.restore_state(0, state)
+    flow.restore(
+        ("orders", 0), [RestoredOutcome(earn.command_id, ("other", 0), 3, 9, "applied")], 10
+    )
+    flow.accept([record(0, order_placed("7", 6000.0))], 0.0, AT)
+    batches = flow.drain(0.0)
+    verify_ids = {cid for b in batches for cid in b.verify}
+    assert verify_ids == {enrol.command_id}
