@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 import local_stack
 from chaos_rig import Rig, say
-from e2e_runs import RESET_RUN, RunTopics, backlog, cpu_seconds, wait_done
+from e2e_runs import backlog, cpu_seconds, fresh_run, wait_done
 from kafka_tools import customer_key, read_to_end
 from promo_bridge.kafka.producer import producer_options
 
@@ -95,9 +95,7 @@ async def measure_latency(
 ) -> LatencyFigures:
     """Run the service at `rate_per_s` for `duration_s` after a warm-up; the latency figures."""
     bootstrap = rig.broker.bootstrap
-    topics = RunTopics(f"e2e-latency-{rate_per_s:.0f}")
-    await topics.create(bootstrap)
-    await rig.admin("reset", RESET_RUN)
+    topics = await fresh_run(rig, f"e2e-latency-{rate_per_s:.0f}")
     await rig.admin("faults", {"latency_ms": api_latency_ms, "jitter_ms": 0})
     warm_up = round(rate_per_s * WARM_UP_S)
     events = backlog(topics.name, warm_up + round(rate_per_s * duration_s), matching=True)

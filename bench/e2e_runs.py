@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 import local_stack
@@ -34,31 +35,11 @@ POLL_INTERVAL_S = 0.1
 CHECK_EXIT_S = 5.0
 # Every command of these rules goes to enrolAndEarn, which takes this many customers a call.
 BULK_LIMIT = DEFAULT_BATCH_LIMITS[Endpoint.ENROL_AND_EARN]
-# The rules' threshold, and an amount under it for the stream no rule matches.
+# The rules' threshold, and amounts over and under it (the stream no rule matches).
+THRESHOLD = 5000.0
 MATCHING_AMOUNT = 6000.0
 UNMATCHED_AMOUNT = 10.0
-RULES_YAML: dict[int, str] = {
-    1: """\
-program_id: 2714
-promotions:
-  big-spender: {promotion_id: 202779, type: ENROL_AND_ISSUE}
-rules:
-  - name: enrol-big-spenders
-    on: order.placed
-    when: "event.data.total.amount >= 5000.0"
-    then: [{enrol: big-spender}]
-""",
-    2: """\
-program_id: 2714
-promotions:
-  big-spender: {promotion_id: 202779, type: ENROL_AND_ISSUE}
-rules:
-  - name: enrol-and-earn-big-spenders
-    on: order.placed
-    when: "event.data.total.amount >= 5000.0"
-    then: [{enrol: big-spender}, {earn: big-spender}]
-""",
-}
+ACTIONS = ({"enrol": "big-spender"}, {"earn": "big-spender"})
 # Keep the simulator's state and call log; reset only what a run changes.
 RESET_RUN = {"faults": False, "credentials": False}
 
@@ -135,13 +116,38 @@ class Measurement:
         return None if not self.elapsed_s else self.events / self.elapsed_s
 
 
+def rules_yaml(per_event: int) -> str:
+    """One rule for orders over the threshold, with `per_event` actions (enrol, then earn)."""
+    rules = {
+        "program_id": 2714,
+        "promotions": {"big-spender": {"promotion_id": 202779, "type": "ENROL_AND_ISSUE"}},
+        "rules": [
+            {
+                "name": "big-spenders",
+                "on": "order.placed",
+                "when": f"event.data.total.amount >= {THRESHOLD}",
+                "then": list(ACTIONS[:per_event]),
+            }
+        ],
+    }
+    return yaml.safe_dump(rules, sort_keys=False)
+
+
 def write_rules(directory: Path) -> dict[int, Path]:
     """The rules files, by commands per matching event."""
     paths = {}
-    for per_event, text in RULES_YAML.items():
+    for per_event in range(1, len(ACTIONS) + 1):
         paths[per_event] = directory / f"rules-{per_event}.yaml"
-        paths[per_event].write_text(text)
+        paths[per_event].write_text(rules_yaml(per_event))
     return paths
+
+
+async def fresh_run(rig: Rig, name: str) -> RunTopics:
+    """A run's topics, created; the simulator's state and call log emptied for it."""
+    topics = RunTopics(name)
+    await topics.create(rig.broker.bootstrap)
+    await rig.admin("reset", RESET_RUN)
+    return topics
 
 
 def backlog(name: str, count: int, *, matching: bool) -> list[dict[str, Any]]:
@@ -203,6 +209,7 @@ async def start_process(
         return BARE_LOOP_STARTED in log_path.read_text()
 
     if not await wait_for(started, timeout_s=START_TIMEOUT_S, interval_s=POLL_INTERVAL_S):
+        local_stack.stop(proc, timeout_s=5)
         raise RuntimeError(f"the bare loop did not start in {START_TIMEOUT_S:g} s: see {log_path}")
     return proc
 
@@ -217,32 +224,32 @@ async def measure_run(
 ) -> Measurement:
     """Produce the backlog, let one process work it off, and take its figures."""
     bootstrap = rig.broker.bootstrap
-    topics = RunTopics(f"e2e-r{round_number}-{variant.key}")
-    await topics.create(bootstrap)
+    topics = await fresh_run(rig, f"e2e-r{round_number}-{variant.key}")
     await produce_events(
         bootstrap,
         backlog(topics.name, events, matching=variant.matching),
         topic_of_type={"order.placed": topics.input},
     )
-    await rig.admin("reset", RESET_RUN)
     say(topics.name, f"backlog of {events} events produced; starting {variant.label}")
     spawned = time.monotonic()
     proc = await start_process(rig, variant, topics, rules_file)
     # The clock and the CPU count start once the clients started: imports and connecting are
     # the same whatever the backlog, and would swamp the per-event figures of a small one.
     started = time.monotonic()
-    cpu_started_s = cpu_seconds(proc.pid)
     elapsed_s: float | None
     try:
-        await wait_done(bootstrap, topics, events, proc)
-        elapsed_s = time.monotonic() - started
-    except TimeoutError as exc:
-        say(topics.name, f"timed out: {exc}")
-        elapsed_s = None
-    # Read before the stop: the drain and exit are not part of the work measured.
-    cpu_s = cpu_seconds(proc.pid) - cpu_started_s
-    peak_rss_mb, _ = memory_mb(proc.pid)
-    local_stack.stop(proc, timeout_s=30)
+        cpu_started_s = cpu_seconds(proc.pid)
+        try:
+            await wait_done(bootstrap, topics, events, proc)
+            elapsed_s = time.monotonic() - started
+        except TimeoutError as exc:
+            say(topics.name, f"timed out: {exc}")
+            elapsed_s = None
+        # Read before the stop: the drain and exit are not part of the work measured.
+        cpu_s = cpu_seconds(proc.pid) - cpu_started_s
+        peak_rss_mb, _ = memory_mb(proc.pid)
+    finally:
+        local_stack.stop(proc, timeout_s=30)
     commands = events * per_event if variant.service and variant.matching else 0
     stats = await rig.admin("stats")
     measurement = Measurement(

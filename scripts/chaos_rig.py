@@ -168,6 +168,7 @@ class Rig:
             "RULES_FILE": str(self.rules_file),
             "CAPILLARY_BASE_URL": self.api_url,
             "CAPILLARY_CALLS_PER_MINUTE": str(self.calls_per_minute),
+            "CAPILLARY_LOOKUP_CALLS_PER_MINUTE": str(self.calls_per_minute),
             "HTTP_PORT": "0",
             "LOG_FORMAT": "json",
             **local_stack.SIMULATOR_SETTINGS,

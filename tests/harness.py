@@ -82,6 +82,8 @@ def service_settings(
         "capillary_password": "server123",
         "http_port": 0,
         "commit_interval_ms": 200,
+        # Verifying lost answers after a kill looks customers up one by one.
+        "capillary_lookup_calls_per_minute": 6000,
         "log_format": "console",
     }
     values.update(overrides)

@@ -91,6 +91,14 @@ def build_service(settings: Settings) -> Service:
     """
     config = configure(settings)
     rules = load_rules(settings.rules_file)
+    for warning in rules.warnings:
+        log.warning(
+            "rules_warning",
+            file=warning.file,
+            line=warning.line,
+            rule=warning.rule,
+            message=warning.message,
+        )
     return Service(settings=settings, config=config, metrics=Metrics(), rules=rules)
 
 

@@ -260,6 +260,8 @@ class Settings(FlowSettings):
     capillary_oauth_key: str | None = None
     capillary_oauth_secret: SecretStr | None = None
     capillary_calls_per_minute: int = Field(default=100, ge=1)
+    # Customer lookups (verifying calls whose answer was lost) have a budget of their own.
+    capillary_lookup_calls_per_minute: int = Field(default=100, ge=1)
     capillary_max_in_flight: int = Field(default=8, ge=1)
     capillary_connect_timeout_s: float = Field(default=5.0, gt=0)
     capillary_read_timeout_s: float = Field(default=30.0, gt=0)

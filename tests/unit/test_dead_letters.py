@@ -53,3 +53,22 @@ def test_the_worst_case_kept_whole_still_fits() -> None:
     letter = letter_for(b"y" * VALUE_LIMIT_BYTES)
     assert letter.value_truncated is False
     assert len(letter.model_dump_json().encode()) < 1_048_576
+
+
+def test_a_text_of_control_characters_is_left_out_so_the_record_stays_small() -> None:
+    """200 KB of control characters: base64 only, no text (JSON would escape each to 6 bytes)."""
+    value = bytes(range(1, 32)) * (200_000 // 31)
+    letter = dead_letter(
+        reason="not JSON",
+        topic="t",
+        partition=0,
+        offset=1,
+        timestamp_ms=None,
+        key=None,
+        value=value,
+        headers=[],
+        failed_at=datetime(2026, 11, 29, tzinfo=UTC),
+    )
+    assert letter.value_text is None
+    assert not letter.value_truncated
+    assert len(letter.model_dump_json()) < 2 * len(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from datetime import datetime
 from typing import Final
 
@@ -23,7 +24,8 @@ class DeadLetterRecord(BaseModel):
     """Published on the DLQ topic, keyed like the original, for each undecodable event.
 
     The original key and value are carried byte for byte (base64) so a fixed event can be
-    replayed exactly; `value_text` repeats the value as text when it is valid UTF-8, for people.
+    replayed exactly; `value_text` repeats the value as text when it is valid UTF-8 and not
+    mostly characters JSON must escape, for people.
     A value longer than 256 KiB is cut to its first 256 KiB (no text), with its length and
     SHA-256, so that the record always fits the topic.
     """
@@ -78,6 +80,10 @@ def dead_letter(
         try:
             text = kept.decode("utf-8")
         except UnicodeDecodeError:
+            text = None
+        if text is not None and len(json.dumps(text, ensure_ascii=False)) > 2 * len(kept):
+            # Control characters become six bytes each (\u0001) in JSON: such a text would
+            # carry the value several times over and could outgrow the topic's limit.
             text = None
     return DeadLetterRecord(
         reason=reason,
