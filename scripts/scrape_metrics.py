@@ -30,6 +30,7 @@ ENDPOINTS = tuple(endpoint.value for endpoint in Endpoint)
 
 LABELS: dict[str, list[tuple[str, ...]]] = {
     "events_consumed": list(zip(TOPICS, EVENT_TYPES, strict=True)),
+    "events_unread": [("reviews", "cart.abandoned")],
     "decode_failures": [("reviews",)],
     "dlq_records": [("reviews",)],
     "dlq_refused": [("reviews",)],

@@ -52,6 +52,9 @@ log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 
+# Distinct event types given a label of their own in metrics.
+_MAX_TYPE_LABELS = 50
+
 
 class CommandSender(Protocol):
     """The Capillary API as the engine sees it: a batch in, a `Delivery` out, never raising."""
@@ -120,6 +123,7 @@ class Pipeline:
         self._wall_clock = wall_clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._letter_queue: list[Refusal] = []
+        self._type_labels: set[str] = set()
         self._letter_worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
@@ -168,7 +172,9 @@ class Pipeline:
     def _report_intake(self, intake: Intake) -> None:
         metrics = self._metrics
         for (topic, event_type), count in intake.consumed.items():
-            metrics.events_consumed.labels(topic, event_type).inc(count)
+            metrics.events_consumed.labels(topic, self._type_label(event_type)).inc(count)
+        for (topic, event_type), count in intake.unread.items():
+            metrics.events_unread.labels(topic, self._type_label(event_type)).inc(count)
         for refusal in intake.refused:
             metrics.decode_failures.labels(refusal.record.topic).inc()
         for rule, event_id, error in intake.rule_errors:
@@ -416,6 +422,14 @@ class Pipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _type_label(self, event_type: str) -> str:
+        # Producers choose event types: past a bound, new ones share one label, so that a
+        # stream of made-up types cannot grow the metric series without end.
+        if event_type in self._type_labels or len(self._type_labels) < _MAX_TYPE_LABELS:
+            self._type_labels.add(event_type)
+            return event_type
+        return "other"
 
     def _epoch_ms(self) -> int:
         return int(self._wall_clock().timestamp() * 1000)

@@ -121,15 +121,8 @@ class CapillarySender:
     async def _look_up(self, command: Command) -> Standing | None:
         if command.promotion is None:
             return None
-        found = await self._client.lookup_promotion(
+        return await self._client.lookup_promotion(
             command.identifier_name, command.identifier_value, command.source, command.promotion
-        )
-        if found is None:
-            return None
-        return Standing(
-            issual_id=found.issual_id,
-            earned_ids=found.earned_ids,
-            revoked_earn_ids=found.revoked_earn_ids,
         )
 
 

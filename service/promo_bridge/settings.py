@@ -177,6 +177,8 @@ class FlowSettings(BaseSettings):
     retry_max_s: float = Field(default=900.0, gt=0)
     # Bytes of undecodable records held for the DLQ at which the partitions pause too.
     max_pending_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # Events of a type no rule reads go to the DLQ too (they are always counted).
+    dead_letter_unread_events: bool = False
 
     @model_validator(mode="after")
     def _low_water_below_bound(self) -> Self:
@@ -212,6 +214,7 @@ class FlowSettings(BaseSettings):
             retry_max_sends=self.retry_max_sends,
             retry_max_s=self.retry_max_s,
             max_pending_bytes=self.max_pending_bytes,
+            dead_letter_unread=self.dead_letter_unread_events,
         )
 
 

@@ -248,6 +248,32 @@ def test_the_retry_bound_in_time_counts_from_the_first_failed_send() -> None:
     assert completion.result.error_class is ErrorClass.RETRY_EXHAUSTED
 
 
+def _unread_event() -> dict[str, Any]:
+    event = order_placed("1", 10.0)
+    event["type"] = "cart.abandoned"
+    return event
+
+
+def test_events_no_rule_reads_are_counted_and_passed_over_by_default() -> None:
+    """An event of a type no rule reads is counted as unread; its offset completes at once."""
+    flow = make_flow()
+    intake = flow.accept([record(0, _unread_event())], 0.0, AT)
+    assert intake.unread == {(TOPIC, "cart.abandoned"): 1}
+    assert intake.refused == []
+    assert flow.committable() == {(TOPIC, 0): 1}
+
+
+def test_events_no_rule_reads_go_to_the_dlq_when_asked() -> None:
+    """With dead_letter_unread, such an event is refused with a reason naming its type."""
+    flow = make_flow(dead_letter_unread=True)
+    intake = flow.accept([record(0, _unread_event())], 0.0, AT)
+    (refusal,) = intake.refused
+    assert "cart.abandoned" in refusal.reason
+    assert flow.committable() == {}
+    flow.dead_letter_published(refusal)
+    assert flow.committable() == {(TOPIC, 0): 1}
+
+
 def test_config_refuses_a_low_water_mark_at_the_bound() -> None:
     """resume_below must lie below max_pending."""
     with pytest.raises(ValueError, match="resume_below"):

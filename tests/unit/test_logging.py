@@ -71,3 +71,17 @@ def test_a_storm_of_one_library_error_becomes_one_line_per_interval() -> None:
     late = record("aiokafka.conn", "Unable connect to node %s")
     assert limiter.filter(late)
     assert late.msg == "Unable connect to node %s [999 more like this held back]"
+
+
+def test_request_urls_of_httpx_stay_out_of_info_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    """httpx's per-request INFO line (a lookup URL names the customer) is not written."""
+    configure_logging("INFO", "json")
+    try:
+        logging.getLogger("httpx").info("HTTP Request: GET /lookup?identifierValue=919986000586")
+        logging.getLogger("httpx").warning("kept")
+        err = capsys.readouterr().err
+        assert "919986000586" not in err
+        assert "kept" in err
+    finally:
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()

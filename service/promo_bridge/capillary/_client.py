@@ -120,6 +120,9 @@ class _Run:
         # Parked after a request that may have been applied: not resent, to be verified.
         self.unsure: set[int] = set()
         self.reason: UnavailableReason | None = None
+        # The last failure seen (a status, a code and its message), for the caller's logs and
+        # for the outcome of a command that runs out of retries.
+        self.last_error: str | None = None
         self.retry_after: float | None = None
         self.refusal: AuthRefused | None = None
         self.auth_error: AuthenticationFailed | None = None
@@ -213,8 +216,9 @@ class _Run:
                 unsure=unsure,
             )
         reason = self.reason or UnavailableReason.SERVER_ERROR
+        last = f": {self.last_error}" if self.last_error else ""
         raise ApiUnavailable(
-            f"Capillary {endpoint} unavailable ({reason}); {counts}",
+            f"Capillary {endpoint} unavailable ({reason}{last}); {counts}",
             reason=reason,
             retry_after=self.retry_after,
             completed=completed,
@@ -543,6 +547,7 @@ class CapillaryClient:
                     self._park_unsure(run, todo, outcome, counted)
                     return
                 retry, reason, retry_after = list(todo), outcome.reason, outcome.retry_after
+                run.last_error = outcome.detail or None
             else:
                 retry, refused = self._record(run, todo, outcome, exchange.request_id)
                 reason = UnavailableReason.RETRYABLE_CODE
@@ -669,6 +674,7 @@ class CapillaryClient:
                     )
             elif isinstance(verdict, RetryLater):
                 retry.append(index)
+                run.last_error = f"code {verdict.code}: {verdict.message}"
             else:
                 refused.append((index, verdict))
         return retry, refused

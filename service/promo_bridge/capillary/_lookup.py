@@ -41,6 +41,7 @@ from promo_bridge.capillary._wire import (
 )
 from promo_bridge.domain.commands import IdentifierName, PromotionRef
 from promo_bridge.domain.outcomes import ErrorClass
+from promo_bridge.domain.reconcile import Standing
 
 LOOKUP_PATH = "/v2/customers/lookup/promotionData"
 # The documented maximum page size; asked for explicitly since the default is not documented.
@@ -55,20 +56,8 @@ class LookupEndpoint(StrEnum):
     PROMOTION_DATA = "promotionData"
 
 
-@dataclass(frozen=True, slots=True)
-class PromotionStanding:
-    """One customer's holding of one promotion, as the lookup shows it.
-
-    Ids are text whatever type the API sent them as.
-    """
-
-    issual_id: str | None
-    # Active earns only; revoked ones are in `revoked_earn_ids`.
-    earned_ids: frozenset[str]
-    revoked_earn_ids: frozenset[str]
-    # promotionStatusForCustomer: AVAILABLE_TO_ENROL, AVAILABLE_TO_EARN, AVAILABLE_TO_REDEEM,
-    # EXPIRED (kept as sent: the docs list the values but do not promise there are no others).
-    status: str
+# The lookup answers with the domain's value: the engine verifies unsure commands with it as is.
+PromotionStanding = Standing
 
 
 def lookup_params(

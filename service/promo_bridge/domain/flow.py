@@ -81,6 +81,9 @@ class FlowConfig:
     # Bytes of refused records held until their DLQ record is acknowledged: the partitions
     # pause at this many too (a burst of large bad records), and resume below half of it.
     max_pending_bytes: int = 64 * 1024 * 1024
+    # Events of a type no rule reads: counted always; sent to the DLQ too when True (a producer
+    # writing to the wrong topic, a type renamed upstream), else passed over.
+    dead_letter_unread: bool = False
 
     def __post_init__(self) -> None:
         if self.max_pending < 1:
@@ -120,8 +123,9 @@ class Refusal:
 class Intake:
     """What `accept` did with a fetch's records, for metrics, logs and the DLQ."""
 
-    # (topic, event type) of every decoded event.
+    # (topic, event type) of every decoded event, and of those no rule reads.
     consumed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unread: Counter[tuple[str, str]] = field(default_factory=Counter)
     refused: list[Refusal] = field(default_factory=list)
     # (rule, event id, error) of conditions that could not be evaluated.
     rule_errors: list[tuple[str, str, str]] = field(default_factory=list)
@@ -243,15 +247,16 @@ class Flow:
         try:
             event = decode_event(record.value or b"")
         except EventDecodeError as exc:
-            self._tracker.track(position, 1)
-            self._letter_seq += 1
-            self._letters[self._letter_seq] = (record.topic, record.partition)
-            size = len(record.value or b"") + len(record.key or b"")
-            self._letter_bytes[self._letter_seq] = size
-            self._held_bytes += size
-            intake.refused.append(Refusal(record, str(exc), self._letter_seq))
+            self._refuse(record, position, str(exc), intake)
             return
         intake.consumed[(record.topic, event.type)] += 1
+        if event.type not in self._rules.event_types:
+            intake.unread[(record.topic, event.type)] += 1
+            if self._config.dead_letter_unread:
+                self._refuse(
+                    record, position, f"no rule reads events of type {event.type!r}", intake
+                )
+                return
         verdicts = self._rules.evaluate(event, position)
         intake.rule_errors.extend((rule, event.id, error) for rule, error in verdicts.errors)
         intake.skipped.extend(verdicts.skipped)
@@ -275,6 +280,18 @@ class Flow:
                 outcome = self._outcome_offsets.get(command_id)
                 if outcome is not None:
                     self._mark_at(position, *outcome)
+
+    def _refuse(
+        self, record: InputRecord, position: EventPosition, reason: str, intake: Intake
+    ) -> None:
+        """The record goes to the DLQ; its offset completes once the DLQ record is there."""
+        self._tracker.track(position, 1)
+        self._letter_seq += 1
+        self._letters[self._letter_seq] = (record.topic, record.partition)
+        size = len(record.value or b"") + len(record.key or b"")
+        self._letter_bytes[self._letter_seq] = size
+        self._held_bytes += size
+        intake.refused.append(Refusal(record, reason, self._letter_seq))
 
     def dead_letter_published(self, refusal: Refusal) -> None:
         """The DLQ record of a refused record is acknowledged: its offset may move on."""

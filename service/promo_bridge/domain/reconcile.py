@@ -32,8 +32,12 @@ class Standing:
     """A customer's holding of one promotion, as the lookup shows it."""
 
     issual_id: str | None
+    # Active earns; revoked ones are in `revoked_earn_ids`. Ids are text whatever the API sent.
     earned_ids: frozenset[str] = frozenset()
     revoked_earn_ids: frozenset[str] = frozenset()
+    # promotionStatusForCustomer as sent (AVAILABLE_TO_ENROL, AVAILABLE_TO_EARN,
+    # AVAILABLE_TO_REDEEM, EXPIRED; the docs do not promise there are no others).
+    status: str = ""
 
 
 class Finding(StrEnum):

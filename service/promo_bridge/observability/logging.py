@@ -95,3 +95,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # the same one while a broker is away: the handler's RepeatLimiter).
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO: a lookup's URL holds the customer's identifier,
+    # and capillary_request already says what each call did.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

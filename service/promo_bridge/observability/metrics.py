@@ -30,6 +30,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.events_unread = Counter(
+            "events_unread_total",
+            "Input events of a type no rule reads, by topic and type (to the DLQ as well when"
+            " PROMO_BRIDGE_DEAD_LETTER_UNREAD_EVENTS is true).",
+            ["topic", "type"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.decode_failures = Counter(
             "decode_failures_total",
             "Input events sent to the DLQ because they did not decode.",
