@@ -3,11 +3,18 @@
 CLI:
     python scripts/kafka_broker.py fetch
     python scripts/kafka_broker.py start --data-dir DIR [--port N] [--controller-port N]
-                                         [--timeout S]
+                                         [--timeout S] [--secure]
     python scripts/kafka_broker.py stop --data-dir DIR [--timeout S]
 
-Python (pytest fixtures): start_broker(), stop_broker(), free_port(), Broker.
-Stdlib only; Linux (uses /proc to recognise the broker process).
+Python (pytest fixtures): start_broker(), stop_broker(), free_port(), Broker, Security,
+make_test_pki().
+
+With a Security, the broker also listens with SASL_SSL (SCRAM-SHA-512, its users created when
+the storage is formatted) and with SSL requiring a client certificate, next to PLAINTEXT (which
+the readiness probe and the tests' admin helpers keep using).
+
+Stdlib only, except make_test_pki() (and so `start --secure`), which needs the dev dependency
+trustme; Linux (uses /proc to recognise the broker process).
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ BROKER_JVM_OPTS = [
     "-Djava.awt.headless=true",
 ]
 TOOL_JVM_OPTS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+# The SCRAM user `start --secure` creates: a local test broker's, printed for the operator.
+CLI_SCRAM_USER = "promo-bridge"
+CLI_SCRAM_PASSWORD = "promo-bridge-test"
 
 
 class BrokerError(RuntimeError):
@@ -69,6 +79,66 @@ class Broker:
     data_dir: Path
     port: int
     controller_port: int
+    # Set when started with a Security: the SASL_SSL and the mutual-TLS listeners.
+    sasl_ssl_bootstrap: str | None = None
+    ssl_bootstrap: str | None = None
+
+
+@dataclass(frozen=True)
+class Security:
+    """TLS material and SCRAM users for the SASL_SSL and SSL listeners."""
+
+    # The broker's PKCS#8 private key followed by its certificate chain, PEM (Kafka's PEM
+    # keystore format), and the CA certificates it accepts client certificates from.
+    keystore_pem: Path
+    truststore_pem: Path
+    # SCRAM-SHA-512 users, name -> password; written into the metadata log at format time, so
+    # they exist only on a data dir's first start. Test values: no ',', ']' or '"'.
+    scram_users: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TestPki:
+    """A throwaway CA and what was issued from it, as PEM files."""
+
+    ca_cert: Path
+    broker_keystore: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_test_pki(directory: Path) -> TestPki:
+    """Make a fresh CA, a broker certificate for 127.0.0.1/localhost and a client certificate."""
+    # Imported here so that the plain broker keeps needing nothing beyond the stdlib.
+    import trustme  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="promo-bridge test CA")
+    broker = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("promo-bridge-client")
+    # Kafka's PEM keystore reads only PKCS#8 keys; trustme writes the traditional format.
+    key = serialization.load_pem_private_key(broker.private_key_pem.bytes(), password=None)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pki = TestPki(
+        ca_cert=directory / "ca.pem",
+        broker_keystore=directory / "broker.pem",
+        client_cert=directory / "client-cert.pem",
+        client_key=directory / "client-key.pem",
+    )
+    ca.cert_pem.write_to_path(str(pki.ca_cert))
+    pki.broker_keystore.write_bytes(
+        pkcs8 + b"".join(blob.bytes() for blob in broker.cert_chain_pems)
+    )
+    client.cert_chain_pems[0].write_to_path(str(pki.client_cert))
+    client.private_key_pem.write_to_path(str(pki.client_key))
+    for path in (pki.broker_keystore, pki.client_key):
+        path.chmod(0o600)
+    return pki
 
 
 # Popen objects of brokers this process started: polling them reaps the child (a zombie
@@ -171,8 +241,12 @@ def start_broker(
     port: int | None = None,
     timeout_s: float = 90,
     controller_port: int | None = None,
+    security: Security | None = None,
 ) -> Broker:
-    """Run a broker on data_dir (formatted on first use, data kept after) until it answers."""
+    """Run a broker on data_dir (formatted on first use, data kept after) until it answers.
+
+    With `security`, also SASL_SSL and SSL (client certificate required) on free ports.
+    """
     data_dir = Path(data_dir).resolve()
     old = _read_pid(data_dir)
     if old is not None and _is_our_broker(old, data_dir):
@@ -182,7 +256,25 @@ def start_broker(
     # Two free ports asked for one after the other can be the same one.
     while controller_port is None or controller_port == port:
         controller_port = free_port()
-    return _start(lib, data_dir, port, controller_port, timeout_s)
+    secure_ports: tuple[int, int] | None = None
+    if security is not None:
+        taken = {port, controller_port}
+        picked: list[int] = []
+        while len(picked) < 2:
+            candidate = free_port()
+            if candidate not in taken:
+                taken.add(candidate)
+                picked.append(candidate)
+        secure_ports = (picked[0], picked[1])
+    return _start(
+        lib,
+        data_dir,
+        port,
+        controller_port,
+        timeout_s,
+        security=security,
+        secure_ports=secure_ports,
+    )
 
 
 def _start(
@@ -193,11 +285,19 @@ def _start(
     timeout_s: float,
     *,
     cds_dump_dir: Path | None = None,
+    security: Security | None = None,
+    secure_ports: tuple[int, int] | None = None,
 ) -> Broker:
     data_dir.mkdir(parents=True, exist_ok=True)
     # Otherwise a broker already on `port` would answer the readiness probe for ours.
-    for p in (port, controller_port):
+    for p in (port, controller_port, *(secure_ports or ())):
         _check_port_free(p)
+    listeners = [f"PLAINTEXT://{HOST}:{port}", f"CONTROLLER://{HOST}:{controller_port}"]
+    secure_props: list[str] = []
+    if security is not None and secure_ports is not None:
+        sasl_port, ssl_port = secure_ports
+        listeners += [f"SASL_SSL://{HOST}:{sasl_port}", f"SSL://{HOST}:{ssl_port}"]
+        secure_props = _secure_properties(security)
     # StorageTool has no --override, and `format --standalone` records the controller
     # endpoint in the metadata log, so both JVMs read one per-run properties file.
     props = data_dir / "server.properties"
@@ -206,10 +306,11 @@ def _start(
         + "\n# per-run (kafka_broker.py)\n"
         + "\n".join(
             [
-                f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-                f"advertised.listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+                f"listeners={','.join(listeners)}",
+                f"advertised.listeners={','.join(listeners)}",
                 f"controller.quorum.bootstrap.servers={HOST}:{controller_port}",
                 f"log.dirs={data_dir / 'kraft'}",
+                *secure_props,
             ]
         )
         + "\n"
@@ -229,6 +330,7 @@ def _start(
                 _random_cluster_id(),
                 "-c",
                 str(props),
+                *_scram_arguments(security),
             ),
             capture_output=True,
             text=True,
@@ -253,7 +355,15 @@ def _start(
         )
     _children[proc.pid] = proc
     (data_dir / PID_FILE).write_text(f"{proc.pid}\n")
-    broker = Broker(f"{HOST}:{port}", proc.pid, data_dir, port, controller_port)
+    broker = Broker(
+        f"{HOST}:{port}",
+        proc.pid,
+        data_dir,
+        port,
+        controller_port,
+        sasl_ssl_bootstrap=f"{HOST}:{secure_ports[0]}" if secure_ports else None,
+        ssl_bootstrap=f"{HOST}:{secure_ports[1]}" if secure_ports else None,
+    )
 
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
@@ -273,6 +383,36 @@ def _start(
         f"broker on {broker.bootstrap} did not come up ({last_error}; timeout {timeout_s:g} s);"
         f" tail of {log_path}:\n{_tail(_read_text(log_path), 60)}"
     )
+
+
+def _secure_properties(security: Security) -> list[str]:
+    return [
+        (
+            "listener.security.protocol.map="
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL"
+        ),
+        # One keystore and truststore for both TLS listeners, PEM so no keytool step is needed.
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={security.keystore_pem}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={security.truststore_pem}",
+        "listener.name.ssl.ssl.client.auth=required",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512",
+        (
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+    ]
+
+
+def _scram_arguments(security: Security | None) -> list[str]:
+    if security is None:
+        return []
+    return [
+        arg
+        for name, password in security.scram_users
+        for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+    ]
 
 
 def _jvm(
@@ -444,6 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     p_start.add_argument("--port", type=int, help="client port (default: a free one)")
     p_start.add_argument("--controller-port", type=int, help="KRaft port (default: a free one)")
     p_start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for it")
+    p_start.add_argument(
+        "--secure",
+        action="store_true",
+        help="also SASL_SSL (SCRAM-SHA-512 user promo-bridge) and mutual-TLS listeners, with a"
+        " test CA made in DATA_DIR/tls (needs trustme)",
+    )
     p_stop = sub.add_parser("stop", help="stop the broker recorded in DATA_DIR/broker.pid")
     p_stop.add_argument("--data-dir", type=Path, required=True)
     p_stop.add_argument("--timeout", type=float, default=20.0, help="seconds before SIGKILL")
@@ -453,8 +599,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "fetch":
             print(f"lib={fetch()}")
         elif args.cmd == "start":
-            b = start_broker(args.data_dir, args.port, args.timeout, args.controller_port)
+            security = None
+            if args.secure:
+                pki = make_test_pki(args.data_dir.resolve() / "tls")
+                security = Security(
+                    keystore_pem=pki.broker_keystore,
+                    truststore_pem=pki.ca_cert,
+                    scram_users=((CLI_SCRAM_USER, CLI_SCRAM_PASSWORD),),
+                )
+            b = start_broker(
+                args.data_dir, args.port, args.timeout, args.controller_port, security=security
+            )
             print(f"bootstrap={b.bootstrap} pid={b.pid}")
+            if args.secure:
+                print(
+                    f"sasl_ssl_bootstrap={b.sasl_ssl_bootstrap} ssl_bootstrap={b.ssl_bootstrap}"
+                    f" tls_dir={args.data_dir.resolve() / 'tls'}"
+                    f" scram_user={CLI_SCRAM_USER} scram_password={CLI_SCRAM_PASSWORD}"
+                )
         elif not stop_data_dir(args.data_dir, args.timeout):
             print(f"no running broker recorded in {args.data_dir}")
     except BrokerError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 
@@ -28,9 +29,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(_: argparse.Namespace) -> int:
     """`run`: check the settings, build the service, serve until stopped."""
-    from promo_bridge.settings import SettingsError, load_settings
+    from promo_bridge.settings import SettingsError, check_known_variables, load_settings
 
     try:
+        # A misspelt variable would otherwise leave its setting at the default, unnoticed.
+        check_known_variables(os.environ)
         settings = load_settings()
     except SettingsError as exc:
         print(f"promo-bridge: {exc}", file=sys.stderr)

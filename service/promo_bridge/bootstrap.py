@@ -8,6 +8,7 @@ component refuses fails here, at start-up, as a `SettingsError` naming the varia
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 from collections.abc import Mapping
@@ -15,9 +16,17 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import SecretStr, ValidationError
 
 from promo_bridge.capillary import BasicAuth, ClientConfig, OAuthAuth
@@ -200,3 +209,76 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
             f"context: {exc.__class__.__name__}: {exc.strerror or exc}"
         ) from None
     return context
+
+
+async def kafka_startup_problem(settings: Settings, timeout_s: float = 10.0) -> str | None:
+    """Talk to the first bootstrap broker once: None if it answers, else a line naming the setting.
+
+    aiokafka reports every failed bootstrap as "Unable to bootstrap"; this tells a refused SASL
+    password, an untrusted broker certificate and a missing client certificate apart, so the
+    operator reads which variable to fix. The line never carries a secret or the broker list.
+    """
+    options = _kafka_options(settings)
+    host, port, _ = collect_hosts(settings.kafka_bootstrap_servers)[0]
+    conn = None
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(
+                host,
+                port,
+                client_id=settings.kafka_client_id,
+                request_timeout_ms=int(timeout_s * 1000),
+                ssl_context=options.get("ssl_context"),
+                security_protocol=options["security_protocol"],
+                sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+            ),
+            timeout_s,
+        )
+        # With TLS 1.3 a broker refuses a missing client certificate only after the handshake:
+        # the refusal arrives with the first answer.
+        await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
+    except (OSError, TimeoutError, KafkaError) as exc:
+        return "kafka start-up check: " + _kafka_problem(settings, exc)
+    finally:
+        if conn is not None:
+            conn.close()
+    return None
+
+
+def _kafka_problem(settings: Settings, exc: BaseException) -> str:
+    tls = settings.kafka_security_protocol in {
+        KafkaSecurityProtocol.SSL,
+        KafkaSecurityProtocol.SASL_SSL,
+    }
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # OpenSSL's reason (issuer unknown, host name mismatch) names no secret.
+        return (
+            f"{ENV_PREFIX}KAFKA_SSL_CAFILE: the broker's certificate is not trusted"
+            f" ({exc.verify_message})"
+        )
+    if isinstance(exc, SaslAuthenticationFailed):
+        return (
+            f"{ENV_PREFIX}KAFKA_SASL_USERNAME/{ENV_PREFIX}KAFKA_SASL_PASSWORD: the broker refused"
+            f" the credentials ({settings.kafka_sasl_mechanism})"
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return f"{ENV_PREFIX}KAFKA_SASL_MECHANISM: the broker does not offer this mechanism"
+    if tls and isinstance(exc, KafkaConnectionError | ssl.SSLError | ConnectionError):
+        why = (
+            "it may require a client certificate, and none is set"
+            if settings.kafka_ssl_certfile is None
+            else "it may not accept the client certificate"
+        )
+        return (
+            f"{ENV_PREFIX}KAFKA_SSL_CERTFILE/{ENV_PREFIX}KAFKA_SSL_KEYFILE: the broker closed the"
+            f" TLS connection; {why}"
+        )
+    if isinstance(exc, OSError | TimeoutError):
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        return f"{ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS: the first broker is unreachable ({reason})"
+    return (
+        f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL: the first broker refused the connection"
+        f" ({exc.__class__.__name__})"
+    )

@@ -1,6 +1,7 @@
 """The `promo-bridge` command: the top-level parser, and dispatch to one module per command.
 
     run                      _cli_run.py           the service
+    check                    _cli_check.py         what `run` needs, proven before it runs
     rules check | explain    _cli_rules.py         a rules file, alone or on one event
     replay --dry-run         _cli_replay.py        events through the rules and the batcher
     simulate-api             _cli_simulate_api.py  the Capillary API simulator
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 
-from promo_bridge import _cli_replay, _cli_rules, _cli_run, _cli_simulate_api
+from promo_bridge import _cli_check, _cli_replay, _cli_rules, _cli_run, _cli_simulate_api
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="promo-bridge",
         description="Kafka commerce events -> Capillary loyalty-promotion API calls.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('promo-bridge')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (_cli_run, _cli_rules, _cli_replay, _cli_simulate_api):
+    for group in (_cli_run, _cli_check, _cli_rules, _cli_replay, _cli_simulate_api):
         group.register(commands)
     return parser
 

@@ -124,6 +124,7 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._letter_queue: list[Refusal] = []
         self._type_labels: set[str] = set()
+        self._unknown_orders_seen = 0
         self._letter_worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
@@ -308,7 +309,13 @@ class Pipeline:
         offsets = await self._retry_publish(lambda: self._sink.publish_outcomes(records))
         await self._publish_state(state)
         self._flow.published(completions, offsets)
+        unknown = self._flow.unknown_order_returns
+        if unknown > self._unknown_orders_seen:
+            self._metrics.unknown_order_returns.inc(unknown - self._unknown_orders_seen)
+            self._unknown_orders_seen = unknown
         for record in records:
+            if record.skip_reason is not None:
+                self._metrics.commands_skipped.labels(record.skip_reason).inc()
             if record.verified_by is not None:
                 self._metrics.commands_verified.labels("applied").inc()
             elif record.error_class is ErrorClass.UNVERIFIED:

@@ -30,6 +30,7 @@ from promo_bridge.kafka.restore import OutcomeRestorer
 from promo_bridge.observability.http import Readiness, create_ops_app, serve_ops
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.pipeline import Pipeline
+from promo_bridge.runtime_banner import effective_config
 from promo_bridge.runtime_client import CapillarySender, metrics_hooks
 from promo_bridge.settings import Settings
 
@@ -90,6 +91,8 @@ def build_service(settings: Settings) -> Service:
     Raises SettingsError naming the variable, or RulesError naming file, line and rule.
     """
     config = configure(settings)
+    # What this instance runs with, in one line, before anything can go wrong with it.
+    log.info("service_config", **effective_config(settings))
     rules = load_rules(settings.rules_file)
     for warning in rules.warnings:
         log.warning(

@@ -19,7 +19,7 @@ from promo_bridge.capillary import (
     UnavailableReason,
 )
 from promo_bridge.domain.commands import Batch, Command
-from promo_bridge.domain.outcomes import CommandResult, Delivery
+from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
 from promo_bridge.domain.reconcile import Finding, Standing, Verdict, verified_result, verify
 from promo_bridge.observability.metrics import Metrics
 
@@ -43,12 +43,36 @@ class CapillarySender:
         or cannot decide, settle without a call; the others go out with the rest.
         """
         verified: tuple[CommandResult, ...] = ()
+        if batch.skip:
+            verified = tuple(
+                CommandResult(
+                    c.command_id,
+                    OutcomeStatus.SKIPPED,
+                    attempts=0,
+                    extra={"skip_reason": batch.skip[c.command_id]},
+                )
+                for c in batch.commands
+                if c.command_id in batch.skip
+            )
+            rest = tuple(c for c in batch.commands if c.command_id not in batch.skip)
+            if not rest:
+                return Delivery(completed=verified)
+            batch = dataclasses.replace(
+                batch,
+                commands=rest,
+                skip=MappingProxyType({}),
+                verify=MappingProxyType(
+                    {k: v for k, v in batch.verify.items() if k not in batch.skip}
+                ),
+            )
         if batch.verify:
             try:
-                verified = await self._verify(batch)
+                verified += await self._verify(batch)
             except (ApiUnavailable, AuthenticationFailed) as exc:
                 # Nothing is sent before the unsure commands are settled: a lane's order holds.
-                return self._incomplete(batch, exc, pending=batch.commands, unsure=batch.verify)
+                return self._incomplete(
+                    batch, exc, completed=verified, pending=batch.commands, unsure=batch.verify
+                )
             settled = {result.command_id for result in verified}
             rest = tuple(c for c in batch.commands if c.command_id not in settled)
             if not rest:

@@ -5,13 +5,14 @@ A bad value fails start-up with a message that names the variable, never its sec
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Final, Self, TypeVar
+from typing import Annotated, Any, Final, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -179,6 +180,9 @@ class FlowSettings(BaseSettings):
     max_pending_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     # Events of a type no rule reads go to the DLQ too (they are always counted).
     dead_letter_unread_events: bool = False
+    # A return whose order the ledger does not know: skip its revoke_earn (outcome skipped,
+    # order_unknown), or revoke_all (sent without earnIds: every earn of the promotion goes).
+    unknown_order_return: Literal["skip", "revoke_all"] = "skip"
 
     @model_validator(mode="after")
     def _low_water_below_bound(self) -> Self:
@@ -215,6 +219,7 @@ class FlowSettings(BaseSettings):
             retry_max_s=self.retry_max_s,
             max_pending_bytes=self.max_pending_bytes,
             dead_letter_unread=self.dead_letter_unread_events,
+            unknown_order_revokes_all=self.unknown_order_return == "revoke_all",
         )
 
 
@@ -405,3 +410,37 @@ def describe_invalid(exc: ValidationError, field_variables: Mapping[str, str] | 
             # A model-level check already names its variables.
             problems.append(message)
     return "invalid settings: " + "; ".join(problems)
+
+
+# The test suite's own variables (tests/conftest.py, tests/runtime_support.py) share the prefix
+# and reach services that tests start; they configure the tests, not the service.
+_NOT_SETTINGS_PREFIX: Final = ENV_PREFIX + "TEST_"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One problem per PROMO_BRIDGE_* variable that names no setting, with a did-you-mean.
+
+    pydantic-settings ignores such a variable, so a typo would silently leave the default.
+    """
+    known = sorted(name.upper() for name in Settings.model_fields)
+    problems = []
+    for name in sorted(environ):
+        # Names are matched without regard to case, as the settings read them.
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_NOT_SETTINGS_PREFIX):
+            continue
+        suffix = upper.removeprefix(ENV_PREFIX)
+        if suffix in known:
+            continue
+        # Compared without the shared prefix, which would make every name look alike.
+        close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        problems.append(f"{name}: unknown setting{hint}")
+    return problems
+
+
+def check_known_variables(environ: Mapping[str, str]) -> None:
+    """SettingsError naming every unknown PROMO_BRIDGE_* variable (see `unknown_variables`)."""
+    problems = unknown_variables(environ)
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))

@@ -469,9 +469,10 @@ class _Reader:
         except ValueError:
             self.error(key_node, f"unknown action '{key}' (expected {_ACTION_NAMES})", rule)
             return None
-        subject = self.text(value_node, key, rule)
-        if subject is None:
+        scoped = self.subject_of(action, key, value_node, rule)
+        if scoped is None:
             return None
+        subject, revoke_all = scoped
         if action in TARGET_ACTIONS:
             problem, definition = self.target_action(action, subject, promotions, targets)
         else:
@@ -479,7 +480,41 @@ class _Reader:
         if definition is None:
             self.error(node, problem, rule)
             return None
-        return ActionDef(index, action, subject, definition[0], definition[1], _line(node))
+        return ActionDef(
+            index, action, subject, definition[0], definition[1], _line(node), revoke_all
+        )
+
+    def subject_of(
+        self, action: Action, key: str, node: yaml.Node, rule: str
+    ) -> tuple[str, bool] | None:
+        """The action's promotion or target, and whether a revoke_earn takes back all earns."""
+        if action is Action.REVOKE_EARN and isinstance(node, yaml.MappingNode):
+            return self.revoke_scope(node, rule)
+        subject = self.text(node, key, rule)
+        return None if subject is None else (subject, False)
+
+    def revoke_scope(self, node: yaml.MappingNode, rule: str) -> tuple[str, bool] | None:
+        """`{promotion: <name>, earns: order|all}`: which earns a revoke_earn takes back."""
+        items = self.mapping(node, "revoke_earn", rule)
+        if items is None:
+            return None
+        self.known_keys(items, ("promotion", "earns"), "revoke_earn", rule)
+        if "promotion" not in items:
+            self.error(node, "revoke_earn needs a promotion: {promotion: <name>}", rule)
+            return None
+        subject = self.text(items["promotion"][1], "revoke_earn promotion", rule)
+        scope = "order"
+        if "earns" in items:
+            scope_node = items["earns"][1]
+            scope = str(self.scalar(scope_node))
+            if scope not in {"order", "all"}:
+                self.error(
+                    scope_node,
+                    "revoke_earn earns must be 'order' (those of the event's order) or 'all'",
+                    rule,
+                )
+                return None
+        return None if subject is None else (subject, scope == "all")
 
     @staticmethod
     def target_action(

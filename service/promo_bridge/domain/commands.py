@@ -153,6 +153,11 @@ class Command:
     promotion: PromotionRef | None = None
     target: TargetRef | None = None
     earn_ids: tuple[int, ...] = ()
+    # The order the event belongs to (`data.order_id`): the ledger ties earns to it, and a
+    # return's revoke_earn takes back exactly that order's earns.
+    order_id: str | None = None
+    # A revoke_earn the rules file scoped to every earn of the promotion (`earns: all`).
+    revoke_all: bool = False
 
     @property
     def endpoint(self) -> Endpoint:
@@ -212,6 +217,8 @@ class Batch:
     verify: Mapping[str, frozenset[str]] = field(
         default_factory=lambda: MappingProxyType({}), compare=False
     )
+    # Commands the order ledger settles without a call, with the reason (order_returned, ...).
+    skip: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False)
 
     def __len__(self) -> int:
         return len(self.commands)

@@ -328,3 +328,12 @@ def customer_of(event: Event) -> Customer | None:
         errors = exc.errors(include_url=False, include_input=False)
         problems = (_describe(error, strip_tag=False, root="data.customer") for error in errors)
         raise ValueError("; ".join(problems)) from None
+
+
+def order_id_of(event: Event) -> str | None:
+    """The order an event belongs to (`data.order_id`, as text), if it names one."""
+    order_id: Any = getattr(event.data, "order_id", None)
+    if order_id is None or isinstance(order_id, (dict, list, bool)):
+        return None
+    text = str(order_id).strip()
+    return text or None

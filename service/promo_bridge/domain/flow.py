@@ -32,6 +32,7 @@ from enum import StrEnum
 from promo_bridge.domain.batcher import DEFAULT_COMPLETED_MEMORY, DEFAULT_WINDOW_MS, MicroBatcher
 from promo_bridge.domain.commands import (
     DEFAULT_BATCH_LIMITS,
+    Action,
     Batch,
     Command,
     Endpoint,
@@ -84,6 +85,10 @@ class FlowConfig:
     # Events of a type no rule reads: counted always; sent to the DLQ too when True (a producer
     # writing to the wrong topic, a type renamed upstream), else passed over.
     dead_letter_unread: bool = False
+    # A return whose order the ledger does not know (older than the retention, or from before
+    # the service ran): False skips its revoke_earn (outcome skipped, order_unknown); True sends
+    # it without earnIds, which revokes every earn of the customer in that promotion.
+    unknown_order_revokes_all: bool = False
 
     def __post_init__(self) -> None:
         if self.max_pending < 1:
@@ -194,6 +199,10 @@ class Flow:
         self._auth_refused = False
         self._backpressure = False
         self._ledger = Ledger()
+        # Returns whose order the ledger did not know (a counter for metrics), and the pending
+        # ones already counted.
+        self.unknown_order_returns = 0
+        self._unknown_orders: set[str] = set()
         # Commands whose last call may have applied them without an answer saying so: they are
         # verified with the lookup before being sent again (domain/reconcile.py).
         self._unsure: set[str] = set()
@@ -346,6 +355,8 @@ class Flow:
         return [self._with_verify(batch) for batch in batches]
 
     def _with_verify(self, batch: Batch) -> Batch:
+        """What the ledger says of a released batch: orders to honour, commands to verify."""
+        batch = self._with_orders(batch)
         if not self._unsure:
             return batch
         verify = {
@@ -354,6 +365,38 @@ class Flow:
             if command.command_id in self._unsure
         }
         return dataclasses.replace(batch, verify=verify) if verify else batch
+
+    def _with_orders(self, batch: Batch) -> Batch:
+        """A return's revoke_earn carries its order's earnIds; a returned order earns nothing.
+
+        A lane runs one command at a time, so what the ledger knows here includes every
+        earlier command of the lane: a return read after its order revokes what it earned, one
+        read before it marks the order returned, and the order's earn is then skipped.
+        """
+        skip: dict[str, str] = {}
+        commands = list(batch.commands)
+        for index, command in enumerate(commands):
+            if command.order_id is None:
+                continue
+            if command.action is Action.EARN and self._ledger.order_returned(command):
+                skip[command.command_id] = "order_returned"
+            elif command.action is Action.REVOKE_EARN and not command.revoke_all:
+                earns = self._ledger.order_earns(command)
+                if earns is None:
+                    if command.command_id not in self._unknown_orders:
+                        self._unknown_orders.add(command.command_id)
+                        self.unknown_order_returns += 1
+                    if not self._config.unknown_order_revokes_all:
+                        skip[command.command_id] = "order_unknown"
+                elif not earns:
+                    # Sent without earnIds it would revoke every earn of the promotion.
+                    skip[command.command_id] = "nothing_earned"
+                else:
+                    ids = tuple(int(e) for e in earns if e.isdigit())
+                    commands[index] = dataclasses.replace(command, earn_ids=ids)
+        if not skip and commands == list(batch.commands):
+            return batch
+        return dataclasses.replace(batch, commands=tuple(commands), skip=skip)
 
     def intents(self, batch: Batch, now_ms: int) -> list[StateRecord]:
         """Record the batch's intents; the state records to make durable before its call."""
@@ -468,6 +511,7 @@ class Flow:
         for completion in completions:
             command_id = completion.command.command_id
             self._accepted.pop(command_id, None)
+            self._unknown_orders.discard(command_id)
             if command_id in self._orphans:
                 # Its partition was let go while it was in flight; the offset it held may be
                 # tracked again (re-assigned here), as a follower of this very command.

@@ -35,6 +35,8 @@ VERIFIED_ACTIONS: Final = frozenset({Action.ENROL, Action.EARN})
 
 _SEP: Final = "\x1f"
 _APPLIED: Final = frozenset({OutcomeStatus.APPLIED, OutcomeStatus.ALREADY_APPLIED})
+# A revoke_earn in these states means the order is returned (sent, or nothing to send).
+_SETTLED_RETURN: Final = _APPLIED | {OutcomeStatus.SKIPPED}
 
 
 def holding_key(command: Command) -> HoldingKey:
@@ -72,6 +74,10 @@ class Holding:
     earned: dict[str, str] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     intents: dict[str, Intent] = field(default_factory=dict)
+    # Per order (`data.order_id`) whose commands touched this holding: the earnedIds it earned.
+    orders: dict[str, list[str]] = field(default_factory=dict)
+    # Orders returned (a revoke_earn for them was settled), with when.
+    returned: dict[str, int] = field(default_factory=dict)
     seen_ms: int = 0
 
     def encode(self) -> bytes:
@@ -85,6 +91,10 @@ class Holding:
             body["r"] = sorted(self.revoked)
         if self.intents:
             body["n"] = {cid: [i.action.value, i.at_ms] for cid, i in self.intents.items()}
+        if self.orders:
+            body["o"] = self.orders
+        if self.returned:
+            body["x"] = self.returned
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -100,6 +110,8 @@ class Holding:
                     str(cid): Intent(Action(action), int(at_ms))
                     for cid, (action, at_ms) in body.get("n", {}).items()
                 },
+                orders={str(o): [str(e) for e in ids] for o, ids in body.get("o", {}).items()},
+                returned={str(o): int(at) for o, at in body.get("x", {}).items()},
                 seen_ms=int(body.get("t", 0)),
             )
         except (TypeError, AttributeError, KeyError) as exc:
@@ -135,6 +147,21 @@ class Ledger:
         holding = self._holding(command, create=False)
         return frozenset(holding.earned) if holding else frozenset()
 
+    def order_earns(self, command: Command) -> list[str] | None:
+        """The earnedIds of the command's order in its holding not revoked yet; None: unknown.
+
+        An order is known to a holding once one of its commands settled there.
+        """
+        holding = self._holding(command, create=False)
+        if holding is None or command.order_id not in holding.orders:
+            return None
+        return [e for e in holding.orders[command.order_id] if e not in holding.revoked]
+
+    def order_returned(self, command: Command) -> bool:
+        """Whether the command's order was returned (its revoke_earn settled) in this holding."""
+        holding = self._holding(command, create=False)
+        return holding is not None and command.order_id in holding.returned
+
     def open_intents(self, partition: int) -> dict[str, Intent]:
         """Intents without a result in a state partition, by command_id."""
         return {
@@ -167,7 +194,7 @@ class Ledger:
             holding = self._holding(command, create=_changes_holding(command, result))
             if holding is None:
                 continue
-            if not _apply(holding, command, result):
+            if not _apply(holding, command, result, now_ms):
                 continue
             holding.seen_ms = now_ms
             changed[(command.position.partition, holding_key(command))] = holding
@@ -215,6 +242,10 @@ class Ledger:
                     holding.issual_id = outcome.issual_id
                 elif intent.action is Action.EARN and outcome.earned_id:
                     holding.earned[outcome.earned_id] = outcome.command_id
+                if outcome.order_id is not None:
+                    earned = holding.orders.setdefault(outcome.order_id, [])
+                    if intent.action is Action.EARN and outcome.earned_id not in (None, *earned):
+                        earned.append(str(outcome.earned_id))
             holding.seen_ms = now_ms
             changed[(partition, key)] = holding
         return _records(changed)
@@ -258,6 +289,9 @@ class Ledger:
 
 
 def _changes_holding(command: Command, result: CommandResult) -> bool:
+    if command.action is Action.REVOKE_EARN and command.order_id is not None:
+        # A return settled, sent or not: a later earn of that order must not go out.
+        return result.status in _SETTLED_RETURN
     if result.status not in _APPLIED:
         return False
     return command.action in {Action.ENROL, Action.EARN} or bool(
@@ -265,12 +299,24 @@ def _changes_holding(command: Command, result: CommandResult) -> bool:
     )
 
 
-def _apply(holding: Holding, command: Command, result: CommandResult) -> bool:
+def _apply(holding: Holding, command: Command, result: CommandResult, now_ms: int) -> bool:
     """Fold one result into its holding; whether anything changed."""
     changed = holding.intents.pop(command.command_id, None) is not None
+    order = command.order_id
+    returns = command.action is Action.REVOKE_EARN and result.status in _SETTLED_RETURN
+    if order is not None and returns and order not in holding.returned:
+        holding.returned[order] = now_ms
+        changed = True
     if result.status not in _APPLIED:
         return changed
     action = command.action
+    # The earnIds a revoke carried are gone once it applied (or was already applied).
+    sent_ids = command.earn_ids if action is Action.REVOKE_EARN else ()
+    if order is not None and action in VERIFIED_ACTIONS:
+        earned = holding.orders.setdefault(order, [])
+        if action is Action.EARN and result.earned_id and result.earned_id not in earned:
+            earned.append(result.earned_id)
+        changed = True
     if action is Action.ENROL and result.issual_id:
         holding.issual_id = result.issual_id
         changed = True
@@ -280,7 +326,7 @@ def _apply(holding: Holding, command: Command, result: CommandResult) -> bool:
     elif action is Action.REVOKE_ENROL and holding.issual_id is not None:
         holding.issual_id = None
         changed = True
-    revoked = {str(earn_id) for earn_id in result.revoked_earn_ids} - holding.revoked
+    revoked = {str(earn_id) for earn_id in (*result.revoked_earn_ids, *sent_ids)} - holding.revoked
     holding.revoked.update(revoked)
     return changed or bool(revoked)
 

@@ -22,6 +22,9 @@ class OutcomeStatus(StrEnum):
     # Reserved for a command that can never be sent (e.g. an ambiguous response that cannot be
     # split further). An API that is merely unavailable never produces it.
     FAILED = "failed"
+    # Not sent, by the order ledger's decision (`skip_reason`): an earn for an order already
+    # returned, a return whose order earned nothing or is unknown.
+    SKIPPED = "skipped"
 
 
 class ErrorClass(StrEnum):
@@ -118,6 +121,7 @@ class OutcomeRecord(BaseModel):
     target_id: int | None = None
     identifier_name: str
     identifier_value: str
+    order_id: str | None = Field(default=None, description="The event's data.order_id.")
     status: OutcomeStatus
     error_class: ErrorClass | None = None
     error_code: int | None = None
@@ -133,6 +137,11 @@ class OutcomeRecord(BaseModel):
     attempts: int
     batch_id: str | None = None
     request_id: str | None = Field(default=None, description="X-Cap-Requestid of the final call.")
+    skip_reason: str | None = Field(
+        default=None,
+        description="Why a skipped command was not sent: order_returned, nothing_earned,"
+        " order_unknown.",
+    )
     verified_by: str | None = Field(
         default=None,
         description="'lookup' when the call's answer was lost and the customer lookup showed"
@@ -168,6 +177,7 @@ def outcome_record(
         target_id=target.target_id if target else None,
         identifier_name=command.identifier_name.value,
         identifier_value=command.identifier_value,
+        order_id=command.order_id,
         status=result.status,
         error_class=result.error_class,
         error_code=result.error_code,
@@ -181,6 +191,7 @@ def outcome_record(
         batch_id=result.batch_id,
         request_id=result.request_id,
         verified_by=result.extra.get("verified_by"),
+        skip_reason=result.extra.get("skip_reason"),
         received_at=received_at,
         completed_at=completed_at,
     )

@@ -32,6 +32,7 @@ class RestoredOutcome:
     status: str = ""
     issual_id: str | None = None
     earned_id: str | None = None
+    order_id: str | None = None
 
 
 class RestoreMarks:

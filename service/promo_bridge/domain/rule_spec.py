@@ -104,6 +104,8 @@ class ActionDef:
     promotion: PromotionRef | None
     target: TargetRef | None
     line: int
+    # revoke_earn only: every earn of the promotion, not just those of the event's order.
+    revoke_all: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from promo_bridge.domain.events import (
     Event,
     EventRegistry,
     customer_of,
+    order_id_of,
 )
 from promo_bridge.domain.rule_spec import (
     ActionDef,
@@ -363,6 +364,7 @@ def _apply(
     commands: list[Command] = []
     skipped: list[SkippedAction] = []
     customer = lookup.customer
+    order_id = order_id_of(event)
     for action in rule.actions:
         if customer is None:
             skipped.append(_skip(action, SkipReason.NO_CUSTOMER, lookup.problem))
@@ -385,6 +387,8 @@ def _apply(
                 source=customer.source,
                 promotion=action.promotion,
                 target=action.target,
+                order_id=order_id,
+                revoke_all=action.revoke_all,
             )
         )
     return RuleVerdict(rule.name, Verdict.MATCHED, commands=tuple(commands), skipped=tuple(skipped))

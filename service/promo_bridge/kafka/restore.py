@@ -142,8 +142,18 @@ class OutcomeRestorer:
         the same partition count (a customer's events of every topic then share a partition
         number), and the state topic at least as many.
         """
+        shape = await self.check_state_topic(input_topics)
+        if self._state_topic is not None and shape is not None and shape[0] is None:
+            await self._create_state_topic(self._state_topic, shape[1])
+
+    async def check_state_topic(self, input_topics: Iterable[str]) -> tuple[int | None, int] | None:
+        """What `ensure_state_topic` checks, creating nothing (for `promo-bridge check`).
+
+        Returns the state topic's partition count (None when it is missing) and the count it
+        needs, or None when the state is not durable; TopologyError when it cannot hold.
+        """
         if self._state_topic is None:
-            return
+            return None
         topic = self._state_topic
         counts = await self._partition_counts([topic, *input_topics])
         state = counts.pop(topic)
@@ -156,14 +166,16 @@ class OutcomeRestorer:
                 " (or set PROMO_BRIDGE_DURABLE_STATE=false)"
             )
         widest = max(widths, default=1)
-        if state is None:
-            await self._create_state_topic(topic, widest)
-            return
-        if state < widest:
+        if state is not None and state < widest:
             raise TopologyError(
                 f"state topic {topic} has {state} partitions but the input topics have"
                 f" {widest}: give it at least {widest}"
             )
+        return state, widest
+
+    async def partition_counts(self, topics: Iterable[str]) -> dict[str, int | None]:
+        """Each topic's partition count, None for a missing one; read-only."""
+        return await self._partition_counts(list(topics))
 
     async def _create_state_topic(self, topic: str, partitions: int) -> None:
         try:
@@ -363,6 +375,7 @@ def _outcomes(records: Iterable[Any]) -> Iterable[RestoredOutcome]:
                 status=str(outcome.get("status") or ""),
                 issual_id=outcome.get("issual_id"),
                 earned_id=outcome.get("earned_id"),
+                order_id=outcome.get("order_id"),
             )
         except (ValueError, TypeError, KeyError):
             # Not an outcome of ours (the topic is shared, or a record was damaged).

@@ -217,6 +217,21 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.commands_skipped = Counter(
+            "commands_skipped_total",
+            "Commands the order ledger settled without a call, by reason: order_returned (an"
+            " earn for a returned order), nothing_earned, order_unknown (a return's revoke).",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.unknown_order_returns = Counter(
+            "returns_unknown_order_total",
+            "Returns whose order the ledger did not know (older than the retention, or before"
+            " the service ran); handled as PROMO_BRIDGE_UNKNOWN_ORDER_RETURN says.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.ledger_holdings = Gauge(
             "ledger_holdings",
             "Customer promotion holdings kept in the ledger (state topic) of owned partitions.",

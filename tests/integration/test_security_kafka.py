@@ -1,0 +1,175 @@
+"""The service against a broker that requires SASL_SSL (SCRAM-SHA-512) or mutual TLS (issue 15)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+import kafka_broker
+from harness import Rig, order_placed, running_service, service_settings, write_rules
+from kafka_tools import produce_events, read_topic, wait_caught_up
+from promo_bridge.bootstrap import kafka_startup_problem
+from promo_bridge.settings import Settings
+from promo_bridge.simulator import Simulator
+
+pytestmark = pytest.mark.integration
+
+SASL_USER = "promo-bridge"
+SASL_PASSWORD = "scram-s3cret-never-logged"
+
+
+@pytest.fixture(scope="module")
+def secure_broker(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[kafka_broker.Broker, kafka_broker.TestPki]]:
+    """One broker for this module with PLAINTEXT, SASL_SSL and mutual-TLS listeners."""
+    directory = tmp_path_factory.mktemp("secure-kafka")
+    pki = kafka_broker.make_test_pki(directory / "tls")
+    broker = kafka_broker.start_broker(
+        directory / "data",
+        security=kafka_broker.Security(
+            keystore_pem=pki.broker_keystore,
+            truststore_pem=pki.ca_cert,
+            scram_users=((SASL_USER, SASL_PASSWORD),),
+        ),
+    )
+    try:
+        yield broker, pki
+    finally:
+        kafka_broker.stop_broker(broker)
+
+
+def _sasl(broker: kafka_broker.Broker, pki: kafka_broker.TestPki, **extra: Any) -> dict[str, Any]:
+    return {
+        "kafka_bootstrap_servers": broker.sasl_ssl_bootstrap,
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_sasl_username": SASL_USER,
+        "kafka_sasl_password": SASL_PASSWORD,
+        "kafka_ssl_cafile": pki.ca_cert,
+        **extra,
+    }
+
+
+def _mtls(broker: kafka_broker.Broker, pki: kafka_broker.TestPki, **extra: Any) -> dict[str, Any]:
+    return {
+        "kafka_bootstrap_servers": broker.ssl_bootstrap,
+        "kafka_security_protocol": "SSL",
+        "kafka_ssl_cafile": pki.ca_cert,
+        "kafka_ssl_certfile": pki.client_cert,
+        "kafka_ssl_keyfile": pki.client_key,
+        **extra,
+    }
+
+
+async def _round_trip(
+    broker: kafka_broker.Broker, unique: str, tmp_path: Path, security: dict[str, Any]
+) -> None:
+    """Events in over the secured listener, calls made, outcomes published, offsets committed."""
+    customers = [str(810_000 + i) for i in range(6)]
+    sim = Simulator()
+    async with contextlib.AsyncExitStack() as exits:
+        # Topics and the checks below use the same broker's PLAINTEXT listener; the service
+        # itself is given only the secured one.
+        rig = Rig(broker.bootstrap, unique, tmp_path, exits)
+        settings = await rig.prepare(sim, partitions=2, **security)
+        async with running_service(settings):
+            await produce_events(
+                broker.bootstrap,
+                [order_placed(c, 6000.0) for c in customers],
+                topic_of_type={},
+                default_topic=rig.topic,
+            )
+            outcomes = await read_topic(
+                broker.bootstrap,
+                settings.outcomes_topic,
+                until=lambda got: len(got) >= len(customers),
+            )
+            await wait_caught_up(broker.bootstrap, settings.group_id, [rig.topic])
+    assert len(outcomes) == len(customers)
+    assert sum(call.customers for call in sim.calls if call.status == 200) == len(customers)
+
+
+async def test_service_round_trip_over_sasl_ssl_scram_sha_512(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki], unique: str, tmp_path: Path
+) -> None:
+    """Over SASL_SSL with SCRAM-SHA-512 the service consumes, calls, publishes and commits."""
+    broker, pki = secure_broker
+    await _round_trip(broker, unique, tmp_path, _sasl(broker, pki))
+
+
+async def test_service_round_trip_over_mutual_tls(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki], unique: str, tmp_path: Path
+) -> None:
+    """Over TLS with a client certificate the service consumes, calls, publishes and commits."""
+    broker, pki = secure_broker
+    await _round_trip(broker, unique, tmp_path, _mtls(broker, pki))
+
+
+def _settings(tmp_path: Path, kafka: dict[str, Any]) -> Settings:
+    return service_settings(
+        api_url="http://127.0.0.1:9",
+        rules_file=write_rules(tmp_path),
+        unique="startup-check",
+        topics=["events-startup-check"],
+        **{"bootstrap": kafka.pop("kafka_bootstrap_servers"), **kafka},
+    )
+
+
+async def test_wrong_sasl_password_names_the_sasl_settings_without_the_secret(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki], tmp_path: Path
+) -> None:
+    """A refused SCRAM password gives one line naming KAFKA_SASL_PASSWORD, and no password."""
+    broker, pki = secure_broker
+    wrong = "wrong-scram-s3cret"
+    line = await kafka_startup_problem(
+        _settings(tmp_path, _sasl(broker, pki, kafka_sasl_password=wrong))
+    )
+    assert line is not None
+    assert "PROMO_BRIDGE_KAFKA_SASL_PASSWORD" in line
+    assert "\n" not in line
+    assert wrong not in line
+    assert SASL_PASSWORD not in line
+
+
+async def test_untrusted_broker_certificate_names_the_ca_setting(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki], tmp_path: Path
+) -> None:
+    """A broker certificate from another CA gives one line naming KAFKA_SSL_CAFILE."""
+    broker, pki = secure_broker
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    line = await kafka_startup_problem(
+        _settings(tmp_path, _sasl(broker, pki, kafka_ssl_cafile=other_ca))
+    )
+    assert line is not None
+    assert "PROMO_BRIDGE_KAFKA_SSL_CAFILE" in line
+    assert "not trusted" in line
+    assert SASL_PASSWORD not in line
+
+
+async def test_missing_client_certificate_names_the_certificate_settings(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki], tmp_path: Path
+) -> None:
+    """Mutual TLS without a client certificate gives one line naming KAFKA_SSL_CERTFILE."""
+    broker, pki = secure_broker
+    kafka = _mtls(broker, pki)
+    del kafka["kafka_ssl_certfile"], kafka["kafka_ssl_keyfile"]
+    line = await kafka_startup_problem(_settings(tmp_path, kafka))
+    assert line is not None
+    assert "PROMO_BRIDGE_KAFKA_SSL_CERTFILE" in line
+    assert "client certificate" in line
+
+
+async def test_startup_check_passes_on_correct_security_settings(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki], tmp_path: Path
+) -> None:
+    """With the right password and certificates the start-up check finds no problem."""
+    broker, pki = secure_broker
+    assert await kafka_startup_problem(_settings(tmp_path, _sasl(broker, pki))) is None
+    assert await kafka_startup_problem(_settings(tmp_path, _mtls(broker, pki))) is None
