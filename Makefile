@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run chaos test lint typecheck unit integration kafka-fetch bench bench-e2e bench-fuzz schemas deploy-check clean
+.PHONY: venv run chaos test lint typecheck unit integration kafka-fetch bench bench-e2e bench-fuzz bench-ledger schemas deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: venv
 
 bench-e2e: venv kafka-fetch ## bare aiokafka loop vs the service on one real broker, then latency; ARGS=--events 5000
 	$(PY) bench/bench_e2e.py $(ARGS)
+
+bench-ledger: venv ## holdings ledger: state-topic size, memory and restore time; ARGS=--orders 1000000
+	$(PY) bench/bench_ledger.py $(ARGS)
 
 bench-fuzz: venv kafka-fetch ## 10,000 malformed + 1,000 good records on a real broker: DLQ, commits, peak RSS
 	$(PY) bench/fuzz_liveness.py $(ARGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,11 +115,11 @@ def main() -> int:
     logs = RUN_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print("starting Kafka broker ...", flush=True)
-    broker = kafka_broker.start_broker(RUN_DIR / "kafka")
-    print(f"  broker {broker.bootstrap} up in {time.monotonic() - started:.1f} s", flush=True)
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        print("starting Kafka broker ...", flush=True)
+        broker = kafka_broker.start_broker(RUN_DIR / "kafka")
+        print(f"  broker {broker.bootstrap} up in {time.monotonic() - started:.1f} s", flush=True)
         api_port, ops_port = kafka_broker.free_port(), kafka_broker.free_port()
         (logs / "simulator.log").unlink(missing_ok=True)
         procs.append(local_stack.start_simulator(api_port, logs / "simulator.log"))
@@ -166,11 +167,30 @@ def main() -> int:
             )
         return 0
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short and leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for proc in reversed(procs):
             local_stack.stop(proc, timeout_s=30)
-        kafka_broker.stop_broker(broker)
+        # By its pid file: the broker may have been started but not yet reported up.
+        kafka_broker.stop_data_dir(RUN_DIR / "kafka")
         print(f"stopped everything ({time.monotonic() - started:.1f} s in all)")
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    # SIGTERM (a cancelled CI job, `timeout`) unwinds like Ctrl-C, through main's clean-up.
+    raise KeyboardInterrupt
+
+
+def run() -> int:
+    """main() with SIGTERM handled like Ctrl-C; an interruption is one line, not a traceback."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -367,17 +367,23 @@ def _start(
 
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            last_error = BrokerError(f"broker exited with code {proc.returncode}")
-            break
-        try:
-            api_versions(port)
-        except (OSError, ValueError, struct.error) as e:
-            last_error = e
-        else:
-            return broker
-        time.sleep(0.1)  # poll interval; the deadline above bounds the wait
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                last_error = BrokerError(f"broker exited with code {proc.returncode}")
+                break
+            try:
+                api_versions(port)
+            except (OSError, ValueError, struct.error) as e:
+                last_error = e
+            else:
+                return broker
+            time.sleep(0.1)  # poll interval; the deadline above bounds the wait
+    except BaseException:
+        # Interrupted while waiting (Ctrl-C, or a SIGTERM turned into an exception): nobody
+        # else knows of this broker yet, so it would outlive its starter.
+        _stop_pid(broker.pid, data_dir, timeout_s=5)
+        raise
     _stop_pid(broker.pid, data_dir, timeout_s=5)
     raise BrokerError(
         f"broker on {broker.bootstrap} did not come up ({last_error}; timeout {timeout_s:g} s);"

@@ -21,6 +21,8 @@ ENV_PREFIX = "PROMO_BRIDGE_"
 
 # What the service needs to talk to the simulator's dev org.
 SIMULATOR_SETTINGS: dict[str, str] = {
+    # The simulator serves plain HTTP; the service refuses http:// without this.
+    "CAPILLARY_ALLOW_HTTP": "true",
     "CAPILLARY_TILL_CODE": "store.server",
     "CAPILLARY_PASSWORD": "server123",
     # The simulator's (invented) "not enrolled in the target" answer to unEnroll.

@@ -78,6 +78,8 @@ def service_settings(
         "dlq_topic": f"dlq-{unique}",
         "rules_file": rules_file,
         "capillary_base_url": api_url,
+        # The simulator serves plain HTTP unless a test serves it over TLS.
+        "capillary_allow_http": api_url.startswith("http://"),
         "capillary_till_code": "store.server",
         "capillary_password": "server123",
         "http_port": 0,

@@ -20,7 +20,7 @@ from typing import Any
 
 from promo_bridge._cli_rules import load_rules_or_report, plural
 from promo_bridge.domain.commands import Batch, Command
-from promo_bridge.domain.events import Event, EventDecodeError, decode_event
+from promo_bridge.domain.events import Event, EventDecodeError, customer_of, decode_event
 from promo_bridge.domain.flow import Flow, FlowConfig, InputRecord
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
 from promo_bridge.domain.rules import RuleSet
@@ -131,14 +131,18 @@ def simulate(
         if not line.strip():
             continue
         replay.lines += 1
+        key: bytes | None = None
         with contextlib.suppress(EventDecodeError):
             # A line that cannot be decoded takes no time; the core refuses it below.
-            now = _arrival(decode_event(line), now, interval_ms)
+            event = decode_event(line)
+            now = _arrival(event, now, interval_ms)
+            key = _customer_key(event)
             if replay.start is None:
                 replay.start = now
         at = 0.0 if now is None else now
         _advance(flow, at, replay)
-        intake = flow.accept([InputRecord(topic, 0, number, None, line.encode())], at, _RECEIVED_AT)
+        record = InputRecord(topic, 0, number, key, line.encode())
+        intake = flow.accept([record], at, _RECEIVED_AT)
         for refusal in intake.refused:
             replay.refused.append((number, refusal.reason))
             flow.dead_letter_published(refusal)
@@ -287,3 +291,14 @@ def _columns(rows: list[tuple[str, ...]]) -> list[str]:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def _customer_key(event: Event) -> bytes | None:
+    """The record key a producer keying by customer would give the event (id, mobile, email)."""
+    with contextlib.suppress(ValueError):
+        customer = customer_of(event)
+        if customer is not None:
+            for value in (customer.id, customer.mobile, customer.email):
+                if value:
+                    return str(value).encode()
+    return None

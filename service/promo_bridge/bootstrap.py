@@ -9,6 +9,7 @@ component refuses fails here, at start-up, as a `SettingsError` naming the varia
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ssl
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import httpx
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -60,6 +62,7 @@ _CLIENT_FIELD_VARIABLES: Mapping[str, str] = MappingProxyType(
         "password": "CAPILLARY_PASSWORD",
         "key": "CAPILLARY_OAUTH_KEY",
         "secret": "CAPILLARY_OAUTH_SECRET",
+        "ca_file": "CAPILLARY_CA_FILE",
     }
 )
 
@@ -137,6 +140,19 @@ def configure(settings: Settings) -> ServiceConfig:
 
 
 def _client_config(settings: Settings) -> ClientConfig:
+    config = _client_config_fields(settings)
+    try:
+        config.tls_context()
+    except (OSError, ssl.SSLError) as exc:
+        # The file's name and OpenSSL's reason: a CA bundle holds no secret.
+        raise SettingsError(
+            f"invalid settings: {ENV_PREFIX}CAPILLARY_CA_FILE: cannot build the TLS context:"
+            f" {exc.__class__.__name__}: {exc.strerror or exc}"
+        ) from None
+    return config
+
+
+def _client_config_fields(settings: Settings) -> ClientConfig:
     auth: BasicAuth | OAuthAuth
     # The settings model checked that the credentials of the chosen mode are present.
     missing = SecretStr("")
@@ -163,6 +179,7 @@ def _client_config(settings: Settings) -> ClientConfig:
             max_attempts=settings.capillary_max_attempts,
             unenroll_path_prefix=settings.capillary_unenroll_path_prefix,
             unenroll_not_enrolled_codes=frozenset(settings.capillary_unenroll_not_enrolled_codes),
+            ca_file=settings.capillary_ca_file,
         )
     except ValidationError as exc:
         raise SettingsError(describe_invalid(exc, _CLIENT_FIELD_VARIABLES)) from None
@@ -282,3 +299,38 @@ def _kafka_problem(settings: Settings, exc: BaseException) -> str:
         f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL: the first broker refused the connection"
         f" ({exc.__class__.__name__})"
     )
+
+
+async def capillary_tls_problem(settings: Settings, timeout_s: float = 10.0) -> str | None:
+    """Open one TLS connection to the API as the client would: None, or a line naming the setting.
+
+    The client reports a refused certificate as the API being unavailable; this says which
+    variable to fix. Plain http:// (development only) has no TLS to check.
+    """
+    url = httpx.URL(settings.capillary_base_url)
+    if url.scheme != "https":
+        return None
+    context = _client_config(settings).tls_context()
+    port = url.port or 443
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(url.host, port, ssl=context), timeout_s
+        )
+    except ssl.SSLCertVerificationError as exc:
+        hint = (
+            f"{ENV_PREFIX}CAPILLARY_CA_FILE: the API's certificate is not trusted by it"
+            if settings.capillary_ca_file is not None
+            else f"{ENV_PREFIX}CAPILLARY_CA_FILE: the API's certificate is not trusted by the"
+            " system's CAs; set this to the CA bundle that signed it"
+        )
+        return f"capillary start-up check: {hint} ({exc.verify_message})"
+    except (OSError, TimeoutError) as exc:
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        return (
+            f"capillary start-up check: {ENV_PREFIX}CAPILLARY_BASE_URL: no TLS connection to the"
+            f" API ({reason})"
+        )
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None

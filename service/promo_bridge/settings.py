@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -16,7 +17,13 @@ from typing import Annotated, Any, Final, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from promo_bridge.domain.commands import DEFAULT_BATCH_LIMITS, Endpoint
 from promo_bridge.domain.flow import FlowConfig
@@ -153,6 +160,50 @@ def _check_path_prefix(value: str) -> str:
     return value
 
 
+# Secrets that may come from a file instead, the way Kubernetes mounts a Secret: the variable
+# PROMO_BRIDGE_<NAME>_FILE names the file, whose content is the value.
+SECRET_FILE_FIELDS: Final = ("capillary_password", "capillary_oauth_secret", "kafka_sasl_password")
+_FILE_SUFFIX: Final = "_FILE"
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """Values of SECRET_FILE_FIELDS read from the files their *_FILE variables name."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every secret file at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {name.upper(): value for name, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field_name in SECRET_FILE_FIELDS:
+            variable = f"{ENV_PREFIX}{field_name.upper()}"
+            path = environ.get(variable + _FILE_SUFFIX)
+            if not path:
+                continue
+            if variable in environ:
+                # Which one would win is a guess the operator should not have to make.
+                problems.append(f"{variable}{_FILE_SUFFIX}: set either it or {variable}, not both")
+                continue
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                # The OS's reason only: the content is the secret.
+                reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+                problems.append(f"{variable}{_FILE_SUFFIX}: cannot read {path} ({reason})")
+                continue
+            # `kubectl create secret --from-file` and editors keep the file's final newline.
+            value = text.removesuffix("\n").removesuffix("\r")
+            if not value:
+                problems.append(f"{variable}{_FILE_SUFFIX}: the file {path} is empty")
+                continue
+            values[field_name] = value
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+        return values
+
+
 class FlowSettings(BaseSettings):
     """The knobs of the flow core: the service's, and what `replay --dry-run` runs with.
 
@@ -224,7 +275,27 @@ class FlowSettings(BaseSettings):
 
 
 class Settings(FlowSettings):
-    """Every knob of the service. Field `x_y` is read from `PROMO_BRIDGE_X_Y`."""
+    """Every knob of the service. Field `x_y` is read from `PROMO_BRIDGE_X_Y`.
+
+    The fields in SECRET_FILE_FIELDS can also be read from the file `PROMO_BRIDGE_X_Y_FILE` names.
+    """
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _SecretFiles(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -262,6 +333,12 @@ class Settings(FlowSettings):
 
     # Capillary
     capillary_base_url: str = "http://127.0.0.1:8090"
+    # Credentials travel with every call: an http:// base URL is refused unless this is set,
+    # which only a local simulator should need (the default URL is the simulator's).
+    capillary_allow_http: bool = False
+    # PEM CA bundle to verify the API's certificate with instead of the system's; verification
+    # itself cannot be turned off.
+    capillary_ca_file: Path | None = None
     capillary_auth: AuthMode = AuthMode.BASIC
     capillary_till_code: str | None = None
     capillary_password: SecretStr | None = None
@@ -314,7 +391,13 @@ class Settings(FlowSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("rules_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @field_validator(
+        "rules_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "capillary_ca_file",
+    )
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -340,6 +423,17 @@ class Settings(FlowSettings):
     @classmethod
     def _topic_name(cls, value: str) -> str:
         return _check_topic(value)
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> Self:
+        # The URL itself is not repeated (see _check_base_url): only its scheme matters here.
+        if urlsplit(self.capillary_base_url).scheme == "http" and not self.capillary_allow_http:
+            raise ValueError(
+                f"{ENV_PREFIX}CAPILLARY_BASE_URL: must be https:// (credentials go with every"
+                f" call); {ENV_PREFIX}CAPILLARY_ALLOW_HTTP=true allows http:// for a local"
+                " simulator only"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -422,7 +516,10 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
     pydantic-settings ignores such a variable, so a typo would silently leave the default.
     """
-    known = sorted(name.upper() for name in Settings.model_fields)
+    known = sorted(
+        [name.upper() for name in Settings.model_fields]
+        + [name.upper() + _FILE_SUFFIX for name in SECRET_FILE_FIELDS]
+    )
     problems = []
     for name in sorted(environ):
         # Names are matched without regard to case, as the settings read them.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from harness import Rig, order_placed, running_service
 from kafka_tools import create_topics, produce_events, read_topic, wait_caught_up
 from promo_bridge.simulator import Simulator
 from promo_bridge.simulator._lookup import lookup
+from runtime_support import child_settings, service_process
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +130,36 @@ async def test_a_return_read_before_its_order_leaves_no_earn(
     assert by_action["earn"]["earned_id"] is None
     assert sim.ledger.totals() == {"ENROL": 1}
     assert holding(sim, "9102")["earnedIds"] == []
+
+
+async def test_the_ledger_survives_sigkill_and_serves_the_next_owner(
+    kafka_bootstrap: str, rig: Rig, tmp_path: Path
+) -> None:
+    """Orders done by a SIGKILLed process: its successor's return revokes the right earnedId."""
+    sim = Simulator()
+    settings = await rig.prepare(sim, partitions=2, rules=RULES, batch_window_ms=50)
+    topics = {"order.placed": rig.topic, "return.created": rig.topic}
+    await produce_events(kafka_bootstrap, [order("9103", "o1"), order("9103", "o2")], topics)
+    async with service_process(tmp_path / "killed.log", **child_settings(settings)) as doomed:
+        earned = await read_topic(
+            kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= 4, timeout_s=30
+        )
+        await wait_caught_up(kafka_bootstrap, settings.group_id, [rig.topic], timeout_s=30)
+        doomed.process.send_signal(signal.SIGKILL)
+        assert await doomed.wait_exit(timeout_s=10) == -signal.SIGKILL
+    second_earn = next(
+        o.json()["earned_id"]
+        for o in earned
+        if o.json()["action"] == "earn" and o.json()["order_id"] == "o2"
+    )
+
+    await produce_events(kafka_bootstrap, [return_of("9103", "o2")], topics)
+    async with running_service(settings):
+        outcomes = await read_topic(
+            kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= 5, timeout_s=60
+        )
+
+    revoke = next(o.json() for o in outcomes if o.json()["action"] == "revoke_earn")
+    assert revoke["status"] == "applied"
+    assert [str(e) for e in revoke["revoked_earn_ids"]] == [second_earn]
+    assert [str(e) for e in holding(sim, "9103")["revokedEarnIds"]] == [second_earn]

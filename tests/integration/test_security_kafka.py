@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from harness import Rig, order_placed, running_service, service_settings, write_
 from kafka_tools import produce_events, read_topic, wait_caught_up
 from promo_bridge.bootstrap import kafka_startup_problem
 from promo_bridge.settings import Settings
-from promo_bridge.simulator import Simulator
+from promo_bridge.simulator import Credentials, Simulator, serve
+from promo_bridge.simulator._server import ServerTls
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +175,61 @@ async def test_startup_check_passes_on_correct_security_settings(
     broker, pki = secure_broker
     assert await kafka_startup_problem(_settings(tmp_path, _sasl(broker, pki))) is None
     assert await kafka_startup_problem(_settings(tmp_path, _mtls(broker, pki))) is None
+
+
+async def test_secrets_from_files_reach_broker_and_api_and_no_log_line(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki],
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SASL and Capillary passwords from *_FILE files authenticate end to end, never logged."""
+    broker, pki = secure_broker
+    api_secret = "capillary-file-s3cret"
+    (tmp_path / "sasl").write_text(SASL_PASSWORD + "\n")
+    (tmp_path / "capillary").write_text(api_secret + "\n")
+    monkeypatch.setenv("PROMO_BRIDGE_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "sasl"))
+    monkeypatch.setenv("PROMO_BRIDGE_CAPILLARY_PASSWORD_FILE", str(tmp_path / "capillary"))
+    # The API over TLS too, with a CA of its own.
+    server_cert = kafka_broker.make_test_pki(tmp_path / "api-tls")
+    # broker.pem is the key and chain of a certificate for 127.0.0.1, in one file.
+    tls = ServerTls(server_cert.broker_keystore, server_cert.broker_keystore)
+    sim = Simulator(credentials=Credentials(password=api_secret))
+    customers = [str(820_000 + i) for i in range(4)]
+    caplog.set_level(logging.DEBUG)
+    async with contextlib.AsyncExitStack() as exits:
+        rig = Rig(broker.bootstrap, unique, tmp_path, exits)
+        await rig.prepare(sim, partitions=1)
+        api = await exits.enter_async_context(serve(sim, tls=tls))
+        values = service_settings(
+            bootstrap=broker.sasl_ssl_bootstrap or "",
+            api_url=api.base_url,
+            rules_file=write_rules(tmp_path),
+            unique=unique,
+            topics=[rig.topic],
+            capillary_ca_file=server_cert.ca_cert,
+            **{k: v for k, v in _sasl(broker, pki).items() if k != "kafka_bootstrap_servers"},
+        ).model_dump(exclude={"capillary_password", "kafka_sasl_password"})
+        settings = Settings(**values)
+        assert settings.capillary_password is not None
+        assert settings.capillary_password.get_secret_value() == api_secret
+        async with running_service(settings):
+            await produce_events(
+                broker.bootstrap,
+                [order_placed(c, 6000.0) for c in customers],
+                topic_of_type={},
+                default_topic=rig.topic,
+            )
+            await read_topic(
+                broker.bootstrap,
+                settings.outcomes_topic,
+                until=lambda got: len(got) >= len(customers),
+            )
+    assert sum(call.customers for call in sim.calls if call.status == 200) == len(customers)
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err + caplog.text
+    assert "service_started" in logged
+    for secret in (api_secret, SASL_PASSWORD):
+        assert secret not in logged

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from harness import order_placed
+from kafka_tools import customer_key
 from promo_bridge.domain.commands import Batch, Endpoint, EventPosition
 from promo_bridge.domain.events import EventDecodeError, decode_event
 from promo_bridge.domain.flow import (
@@ -48,8 +49,10 @@ rules:
 
 
 def record(offset: int, event: dict[str, Any] | bytes, partition: int = 0) -> InputRecord:
-    value = event if isinstance(event, bytes) else json.dumps(event).encode()
-    return InputRecord(TOPIC, partition, offset, b"k", value)
+    """A record keyed by customer, as producers are asked to key them."""
+    if isinstance(event, bytes):
+        return InputRecord(TOPIC, partition, offset, b"k", event)
+    return InputRecord(TOPIC, partition, offset, customer_key(event), json.dumps(event).encode())
 
 
 def applied(batch: Batch, commands: Iterable[Any] | None = None) -> Delivery:

@@ -8,10 +8,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
 from promo_bridge.domain.outcomes import OutcomeRecord, OutcomeStatus
 from promo_bridge.kafka.producer import PublishError, RecordPublisher
+from runtime_support import wait_until
 
 AT = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -158,3 +159,37 @@ async def test_an_outcome_that_landed_before_a_lost_answer_is_not_published_twic
     # Settled: a later publish asks nothing more.
     await publisher.publish_outcomes([outcome("c3")])
     assert len(read_back.asked) == 1
+
+
+class HalfWayProducer(FakeProducer):
+    """Queues the first sends (acknowledged only when released), then refuses one at once."""
+
+    def __init__(self, refuse_at: int) -> None:
+        super().__init__()
+        self.refuse_at = refuse_at
+        self.queued: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, partition: int | None
+    ) -> Any:
+        if len(self.queued) == self.refuse_at:
+            raise KafkaTimeoutError
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queued.append(future)
+        return future
+
+    def release(self) -> None:
+        for offset, future in enumerate(self.queued):
+            future.set_result(SimpleNamespace(offset=offset))
+
+
+async def test_a_send_refused_half_way_waits_for_the_records_already_queued() -> None:
+    """The publish fails only once the records queued before the refusal landed or failed."""
+    producer = HalfWayProducer(refuse_at=2)
+    publisher = publisher_over([producer], [])
+    publish = asyncio.create_task(publisher.publish_outcomes([outcome(f"c{i}") for i in range(3)]))
+    await wait_until(lambda: len(producer.queued) == 2, timeout_s=5, what="two records queued")
+    assert not publish.done()
+    producer.release()
+    with pytest.raises(PublishError):
+        await asyncio.wait_for(publish, 5)

@@ -43,8 +43,8 @@ def test_an_intent_is_recorded_for_enrol_and_earn_only() -> None:
     ledger = Ledger()
     records = ledger.intend([enrol, earn, direct], now_ms=5)
     assert {decode_key(r.key) for r in records} == {
-        ("id", "7", enrol.subject_label),
-        ("id", "7", direct.subject_label),
+        ("key", "7", enrol.subject_label),
+        ("key", "7", direct.subject_label),
     }
     assert set(ledger.open_intents(0)) == {enrol.command_id, earn.command_id, direct.command_id}
 
@@ -104,7 +104,7 @@ def test_idle_holdings_expire_with_a_tombstone_but_never_with_an_open_intent() -
     ledger.settle([(enrol, result(enrol, issual_id="1"))], now_ms=0)
     tombstones = ledger.expire(now_ms=31 * DAY_MS, retention_ms=30 * DAY_MS)
     assert [(decode_key(t.key), t.value) for t in tombstones] == [
-        (("id", "7", enrol.subject_label), None)
+        (("key", "7", enrol.subject_label), None)
     ]
     assert set(ledger.open_intents(0)) == {direct.command_id}
 

@@ -6,11 +6,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from harness import order_placed
 from promo_bridge.domain.commands import Action, Batch
 from promo_bridge.domain.flow import Flow, FlowConfig, InputRecord
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
-from promo_bridge.domain.rules import RuleSet
+from promo_bridge.domain.rules import RulesError, RuleSet
 
 AT = datetime(2026, 11, 29, tzinfo=UTC)
 RULES = """\
@@ -163,3 +165,47 @@ def test_earns_all_in_the_rules_revokes_every_earn() -> None:
     api.run([order("o1"), order("o2")])
     api.run([returned("o1")])
     assert api.revokes() == [((), None)]
+
+
+RULES_MIXED = """\
+program_id: 2714
+promotions:
+  big: {promotion_id: 202779, type: ENROL_AND_ISSUE}
+rules:
+  - name: big-order
+    on: order.placed
+    identifier_preference: [mobile, id]
+    then: [{enrol: big}, {earn: big}]
+  - name: return
+    on: return.created
+    identifier_preference: [id]
+    then: [{revoke_earn: big}, {revoke_enrol: big}]
+"""
+
+
+def test_rules_picking_other_identifiers_still_run_one_customer_in_order() -> None:
+    """Order by mobile, return by id, read together: enrol, earn, revoke_earn, revoke_enrol."""
+    api = make(RULES_MIXED)
+    placed = order("o1")
+    placed["data"]["customer"]["mobile"] = "919986000586"
+    api.run([placed, returned("o1")])
+    actions = [c.action.value for b in api.sent for c in b.commands]
+    assert actions == ["enrol", "earn", "revoke_earn", "revoke_enrol"]
+    assert [c.identifier_name.value for b in api.sent for c in b.commands] == [
+        "mobile",
+        "mobile",
+        "id",
+        "id",
+    ]
+    assert api.revokes() == [((101,), None)]
+
+
+def test_a_revoke_scope_other_than_order_or_all_fails_at_load_naming_the_line() -> None:
+    """`earns: some` is refused when the rules load, with the file line and rule."""
+    bad = RULES.replace("{revoke_earn: big}", "{revoke_earn: {promotion: big, earns: some}}")
+    with pytest.raises(RulesError) as caught:
+        RuleSet.from_yaml(bad)
+    message = str(caught.value)
+    assert ":11:" in message
+    assert "'return'" in message
+    assert "earns must be 'order'" in message

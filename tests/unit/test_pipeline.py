@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness import RULES_ENROL_BIG_SPENDERS, order_placed
+from kafka_tools import customer_key
 from promo_bridge._cli_replay import simulate
 from promo_bridge.domain.commands import Batch
 from promo_bridge.domain.dead_letters import DeadLetterRecord
@@ -73,8 +75,11 @@ class FakeSink:
 
 
 def record(offset: int, event: dict[str, Any] | bytes) -> InputRecord:
-    value = event if isinstance(event, bytes) else json.dumps(event).encode()
-    return InputRecord(TOPIC, 0, offset, b"k", value, (("h", b"v"),), 1)
+    """A record keyed by customer, as producers are asked to key them."""
+    if isinstance(event, bytes):
+        return InputRecord(TOPIC, 0, offset, b"k", event, (("h", b"v"),), 1)
+    value = json.dumps(event).encode()
+    return InputRecord(TOPIC, 0, offset, customer_key(event), value, (("h", b"v"),), 1)
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -355,7 +360,10 @@ async def test_replay_and_the_service_send_the_same_batches(sink: FakeSink) -> N
     engine = Pipeline(flow=Flow(rules, config), sender=sender, sink=sink, metrics=Metrics())
     task = asyncio.create_task(engine.run_dispatcher())
     try:
-        engine.accept(record(number, line.encode()) for number, line in enumerate(lines, 1))
+        engine.accept(
+            dataclasses.replace(record(number, line.encode()), key=customer_key(json.loads(line)))
+            for number, line in enumerate(lines, 1)
+        )
         await until(lambda: engine.pending == 0)
     finally:
         task.cancel()

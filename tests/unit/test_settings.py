@@ -21,6 +21,8 @@ def rules(tmp_path: Path) -> Path:
 def base_env(monkeypatch: pytest.MonkeyPatch, rules: Path) -> pytest.MonkeyPatch:
     monkeypatch.setenv("PROMO_BRIDGE_RULES_FILE", str(rules))
     monkeypatch.setenv("PROMO_BRIDGE_CAPILLARY_TILL_CODE", "store.server")
+    # The default base URL is the local simulator's, plain HTTP.
+    monkeypatch.setenv("PROMO_BRIDGE_CAPILLARY_ALLOW_HTTP", "true")
     monkeypatch.setenv("PROMO_BRIDGE_CAPILLARY_PASSWORD", "server123")
     return monkeypatch
 

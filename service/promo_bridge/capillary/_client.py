@@ -329,6 +329,7 @@ class CapillaryClient:
             ),
             headers={"User-Agent": config.user_agent, "Accept": "application/json"},
             follow_redirects=False,
+            verify=config.tls_context(),
             # Environment proxies would bypass an injected transport.
             trust_env=config.trust_env and transport is None,
         )

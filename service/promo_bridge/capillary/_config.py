@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
@@ -98,6 +100,9 @@ class ClientConfig(BaseModel):
     # The revokeDirectEarn page's main request example carries "bulkAction": "REVOKE_EARN", its
     # "with earned Id" example none; the body table lists none. We follow the main example.
     revoke_direct_earn_bulk_action: bool = True
+    # PEM CA bundle that verifies the API's certificate instead of the system's. There is no
+    # way to turn verification off: the calls carry loyalty credentials.
+    ca_file: Path | None = None
     # Proxy settings from the environment (HTTPS_PROXY...); ignored when a transport is given.
     trust_env: bool = True
     user_agent: str = "promo-bridge"
@@ -165,6 +170,16 @@ class ClientConfig(BaseModel):
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("backoff_cap_s must not be below backoff_base_s")
         return self
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Certificate and host name verification, against `ca_file` when one is set.
+
+        Raises OSError or ssl.SSLError when `ca_file` cannot be read as PEM.
+        """
+        if self.ca_file is None:
+            # httpx's own default: certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR.
+            return httpx.create_ssl_context(trust_env=self.trust_env)
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     @property
     def timeout(self) -> httpx.Timeout:

@@ -158,6 +158,9 @@ class Command:
     order_id: str | None = None
     # A revoke_earn the rules file scoped to every earn of the promotion (`earns: all`).
     revoke_all: bool = False
+    # The customer as the input is keyed (the Kafka record key): the same for every event of
+    # the customer, whichever identifier a rule picks to call Capillary with. Empty: unknown.
+    customer_key: str = ""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -177,7 +180,14 @@ class Command:
 
     @property
     def lane_key(self) -> tuple[str, str, str]:
-        """Commands with equal lane keys run strictly in event order."""
+        """Commands with equal lane keys run strictly in event order.
+
+        Per customer and subject: by the record key when there is one, so that rules picking
+        different identifiers for one customer (mobile for the order, id for the return)
+        still run that customer's commands in order.
+        """
+        if self.customer_key:
+            return ("key", self.customer_key, self.subject)
         return (self.identifier_name.value, self.identifier_value, self.subject)
 
     @property

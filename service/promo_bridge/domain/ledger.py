@@ -40,7 +40,12 @@ _SETTLED_RETURN: Final = _APPLIED | {OutcomeStatus.SKIPPED}
 
 
 def holding_key(command: Command) -> HoldingKey:
-    """The holding a command acts on: customer identifier and the promotion as the API knows it."""
+    """The holding a command acts on: the customer and the promotion as the API knows it.
+
+    The customer is the record key when there is one (whichever identifier the rule sends).
+    """
+    if command.customer_key:
+        return ("key", command.customer_key, command.subject_label)
     return (command.identifier_name.value, command.identifier_value, command.subject_label)
 
 

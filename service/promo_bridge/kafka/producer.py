@@ -193,12 +193,20 @@ class RecordPublisher:
         producer = self._producer
         futures: list[asyncio.Future[Any]] = []
         try:
-            for key, value, headers, partition in records:
-                futures.append(
-                    await producer.send(
-                        topic, value=value, key=key, headers=headers, partition=partition
+            try:
+                for key, value, headers, partition in records:
+                    futures.append(
+                        await producer.send(
+                            topic, value=value, key=key, headers=headers, partition=partition
+                        )
                     )
-                )
+            except Exception:
+                # A send refused half-way (no metadata while the broker is away) leaves the
+                # records queued before it on their way: they land once the broker is back.
+                # Wait for them to land or fail, so that a retry's read-back sees the ones
+                # that landed instead of sending them a second time.
+                await asyncio.gather(*futures, return_exceptions=True)
+                raise
             settled = await asyncio.gather(*futures, return_exceptions=True)
             _raise_first_error(settled)
         except _FATAL_TO_PRODUCER as exc:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from promo_bridge.simulator._auth import Credentials
 from promo_bridge.simulator._catalogue import CatalogueError, default_catalogue, load_catalogue
 from promo_bridge.simulator._faults import Faults
 from promo_bridge.simulator._options import ApiOptions
-from promo_bridge.simulator._server import RunningServer, serve_forever
+from promo_bridge.simulator._server import RunningServer, ServerTls, serve_forever
 from promo_bridge.simulator._simulator import Simulator
 
 DEFAULT_PORT = 8090
@@ -42,6 +43,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--catalogue", metavar="FILE", help="catalogue YAML/JSON (default: the shipped one)"
     )
     net.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    net.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    net.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
 
     data = parser.add_argument_group("org data")
     auto = data.add_mutually_exclusive_group()
@@ -196,6 +199,10 @@ def main_simulate_api(args: argparse.Namespace) -> int:
     except (CatalogueError, ValueError) as exc:
         sys.stderr.write(f"simulate-api: {exc}\n")
         return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        sys.stderr.write("simulate-api: --tls-cert and --tls-key go together\n")
+        return 2
+    tls = ServerTls(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
 
     def ready(server: RunningServer) -> None:
         sys.stderr.write(f"Capillary API simulator listening on {server.base_url}\n")
@@ -203,7 +210,9 @@ def main_simulate_api(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(
-            serve_forever(sim, args.host, args.port, log_level=args.log_level, on_ready=ready)
+            serve_forever(
+                sim, args.host, args.port, log_level=args.log_level, on_ready=ready, tls=tls
+            )
         )
     except OSError as exc:
         sys.stderr.write(f"simulate-api: cannot serve on {args.host}:{args.port}: {exc}\n")

@@ -58,12 +58,22 @@ class RunningServer:
     simulator: Simulator
     host: str
     port: int
+    # "https" when served with a certificate (`tls`).
+    scheme: str = "http"
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` with the real bound port."""
+        """``http(s)://host:port`` with the real bound port."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """PEM certificate chain and private key to serve HTTPS with."""
+
+    certfile: Path
+    keyfile: Path
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -87,8 +97,9 @@ async def serve(
     port: int = 0,
     *,
     log_level: str = "warning",
+    tls: ServerTls | None = None,
 ) -> AsyncIterator[RunningServer]:
-    """Serve ``sim`` over HTTP in the running event loop for the duration of the block.
+    """Serve ``sim`` over HTTP (HTTPS with ``tls``) in the running event loop for the block.
 
     ``async with serve(sim) as server: ... server.base_url``. On exit the server stops
     accepting, held requests are released and in-flight ones finish (bounded).
@@ -102,6 +113,8 @@ async def serve(
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        ssl_certfile=str(tls.certfile) if tls else None,
+        ssl_keyfile=str(tls.keyfile) if tls else None,
     )
     server = _EmbeddedServer(config)
     sim.end_shutdown()
@@ -115,7 +128,7 @@ async def serve(
             # Startup failed; surface uvicorn's exception (or its SystemExit) here.
             task.result()
             raise RuntimeError("the simulator's server stopped during startup")
-        yield RunningServer(sim, host, bound_port)
+        yield RunningServer(sim, host, bound_port, "https" if tls else "http")
     finally:
         listening.cancel()
         sim.begin_shutdown()
@@ -132,6 +145,7 @@ async def serve_forever(
     *,
     log_level: str = "warning",
     on_ready: Callable[[RunningServer], None] | None = None,
+    tls: ServerTls | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; ``on_ready`` is called once the port is bound."""
     stop = asyncio.Event()
@@ -139,7 +153,7 @@ async def serve_forever(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with serve(sim, host, port, log_level=log_level) as server:
+        async with serve(sim, host, port, log_level=log_level, tls=tls) as server:
             if on_ready is not None:
                 on_ready(server)
             else:
