@@ -10,7 +10,8 @@ import pytest
 
 from harness import Rig, order_placed, running_service
 from kafka_tools import create_topics, produce_events, read_topic, wait_caught_up
-from promo_bridge.simulator import Simulator
+from promo_bridge.simulator import Simulator, default_catalogue
+from promo_bridge.simulator._catalogue import Customer as CatalogueCustomer
 from promo_bridge.simulator._lookup import lookup
 from runtime_support import child_settings, service_process
 
@@ -163,3 +164,55 @@ async def test_the_ledger_survives_sigkill_and_serves_the_next_owner(
     assert revoke["status"] == "applied"
     assert [str(e) for e in revoke["revoked_earn_ids"]] == [second_earn]
     assert [str(e) for e in holding(sim, "9103")["revokedEarnIds"]] == [second_earn]
+
+
+RULES_MIXED = """\
+program_id: 2714
+promotions:
+  big-spender: {promotion_id: 202779, type: ENROL_AND_ISSUE}
+rules:
+  - name: big-order
+    on: order.placed
+    identifier_preference: [mobile, id]
+    then: [{enrol: big-spender}, {earn: big-spender}]
+  - name: revoke-on-return
+    on: return.created
+    identifier_preference: [id]
+    then: [{revoke_earn: big-spender}, {revoke_enrol: big-spender}]
+"""
+
+
+async def test_rules_sending_other_identifiers_keep_each_customer_in_order(
+    kafka_bootstrap: str, rig: Rig
+) -> None:
+    """Order by mobile, return by id, read together: enrol, earn, revoke_earn, revoke_enrol."""
+    customers = [str(9200 + i) for i in range(20)]
+    catalogue = default_catalogue().model_copy(
+        update={
+            "customers": [CatalogueCustomer(id=int(c), mobile=f"91{c}000000") for c in customers]
+        }
+    )
+    sim = Simulator(catalogue)
+    settings = await rig.prepare(sim, partitions=2, rules=RULES_MIXED, batch_window_ms=50)
+    events = []
+    for customer in customers:
+        placed = order(customer, f"o-{customer}")
+        placed["data"]["customer"]["mobile"] = f"91{customer}000000"
+        events += [placed, return_of(customer, f"o-{customer}")]
+    await produce_events(
+        kafka_bootstrap, events, {"order.placed": rig.topic, "return.created": rig.topic}
+    )
+    async with running_service(settings):
+        await read_topic(
+            kafka_bootstrap,
+            settings.outcomes_topic,
+            until=lambda r: len(r) >= 4 * len(customers),
+            timeout_s=60,
+        )
+
+    for customer in customers:
+        actions = [entry.action for entry in sim.ledger.entries(customer_id=int(customer))]
+        assert actions == ["ENROL", "EARN", "REVOKE_EARN", "REVOKE_ENROL"], customer
+        state = holding(sim, customer)
+        assert state["earnedIds"] == []
+        assert state["issualId"] is None
