@@ -247,6 +247,8 @@ print(f"all {len(expected)} settings reachable from values")
 ON_PURPOSE = {"kafka_bootstrap_servers", "capillary_base_url", "rules_file", "http_host"}
 required = {
     ENV_PREFIX + "RULES_FILE": "examples/rules.yaml",
+    # The service's default URL is the local simulator's, which needs CAPILLARY_ALLOW_HTTP.
+    ENV_PREFIX + "CAPILLARY_BASE_URL": "https://api.example",
     ENV_PREFIX + "CAPILLARY_TILL_CODE": "till",
     ENV_PREFIX + "CAPILLARY_PASSWORD": "secret",
 }

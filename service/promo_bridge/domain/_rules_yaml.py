@@ -488,7 +488,9 @@ class _Reader:
         self, action: Action, key: str, node: yaml.Node, rule: str
     ) -> tuple[str, bool] | None:
         """The action's promotion or target, and whether a revoke_earn takes back all earns."""
-        if action is Action.REVOKE_EARN and isinstance(node, yaml.MappingNode):
+        if action in {Action.REVOKE_EARN, Action.REVOKE_DIRECT_EARN} and isinstance(
+            node, yaml.MappingNode
+        ):
             return self.revoke_scope(node, rule)
         subject = self.text(node, key, rule)
         return None if subject is None else (subject, False)

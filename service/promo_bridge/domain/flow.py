@@ -39,7 +39,7 @@ from promo_bridge.domain.commands import (
     EventPosition,
 )
 from promo_bridge.domain.events import EventDecodeError, decode_event
-from promo_bridge.domain.ledger import Ledger, StateRecord
+from promo_bridge.domain.ledger import ORDER_REVOKES, Ledger, StateRecord
 from promo_bridge.domain.offsets import OffsetTracker
 from promo_bridge.domain.outcomes import CommandResult, Delivery, ErrorClass, OutcomeStatus
 from promo_bridge.domain.restore import RestoredOutcome, RestoreMarks
@@ -383,7 +383,7 @@ class Flow:
                 continue
             if command.action is Action.EARN and self._ledger.order_returned(command):
                 skip[command.command_id] = "order_returned"
-            elif command.action is Action.REVOKE_EARN and not command.revoke_all:
+            elif command.action in ORDER_REVOKES and not command.revoke_all:
                 earns = self._ledger.order_earns(command)
                 if earns is None:
                     if command.command_id not in self._unknown_orders:

@@ -35,6 +35,8 @@ VERIFIED_ACTIONS: Final = frozenset({Action.ENROL, Action.EARN})
 
 _SEP: Final = "\x1f"
 _APPLIED: Final = frozenset({OutcomeStatus.APPLIED, OutcomeStatus.ALREADY_APPLIED})
+# Revokes that take back what the event's order earned (their earnIds come from the ledger).
+ORDER_REVOKES: Final = frozenset({Action.REVOKE_EARN, Action.REVOKE_DIRECT_EARN})
 # A revoke_earn in these states means the order is returned (sent, or nothing to send).
 _SETTLED_RETURN: Final = _APPLIED | {OutcomeStatus.SKIPPED}
 
@@ -294,7 +296,7 @@ class Ledger:
 
 
 def _changes_holding(command: Command, result: CommandResult) -> bool:
-    if command.action is Action.REVOKE_EARN and command.order_id is not None:
+    if command.action in ORDER_REVOKES and command.order_id is not None:
         # A return settled, sent or not: a later earn of that order must not go out.
         return result.status in _SETTLED_RETURN
     if result.status not in _APPLIED:
@@ -308,7 +310,7 @@ def _apply(holding: Holding, command: Command, result: CommandResult, now_ms: in
     """Fold one result into its holding; whether anything changed."""
     changed = holding.intents.pop(command.command_id, None) is not None
     order = command.order_id
-    returns = command.action is Action.REVOKE_EARN and result.status in _SETTLED_RETURN
+    returns = command.action in ORDER_REVOKES and result.status in _SETTLED_RETURN
     if order is not None and returns and order not in holding.returned:
         holding.returned[order] = now_ms
         changed = True
@@ -316,7 +318,7 @@ def _apply(holding: Holding, command: Command, result: CommandResult, now_ms: in
         return changed
     action = command.action
     # The earnIds a revoke carried are gone once it applied (or was already applied).
-    sent_ids = command.earn_ids if action is Action.REVOKE_EARN else ()
+    sent_ids = command.earn_ids if action in ORDER_REVOKES else ()
     if order is not None and action in VERIFIED_ACTIONS:
         earned = holding.orders.setdefault(order, [])
         if action is Action.EARN and result.earned_id and result.earned_id not in earned:
