@@ -223,7 +223,7 @@ helm template promo-bridge "$CHART" -f "$CHART/ci/minimal-values.yaml" >"$WORK/m
 import os
 import sys
 import yaml
-from promo_bridge.settings import ENV_PREFIX, Settings
+from promo_bridge.settings import ENV_PREFIX, SECRET_FILE_FIELDS, Settings
 
 def env_of(path):
     """name -> literal value (None when Secret-backed) over every Deployment container."""
@@ -235,9 +235,13 @@ def env_of(path):
     return env
 
 expected = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+# secretsAsFiles renders PROMO_BRIDGE_<secret>_FILE instead of the secret's own variable.
+as_files = {ENV_PREFIX + name.upper() + "_FILE" for name in SECRET_FILE_FIELDS}
 rendered = set(env_of(sys.argv[1]))
 missing = sorted(expected - rendered)
-unknown = sorted(name for name in rendered - expected if name.startswith(ENV_PREFIX))
+unknown = sorted(
+    name for name in rendered - expected - as_files if name.startswith(ENV_PREFIX)
+)
 if missing or unknown:
     sys.exit(f"chart env drifted from settings.py: missing {missing}, unknown {unknown}")
 print(f"all {len(expected)} settings reachable from values")

@@ -236,7 +236,7 @@ async def kafka_startup_problem(settings: Settings, timeout_s: float = 10.0) -> 
     operator reads which variable to fix. The line never carries a secret or the broker list.
     """
     options = _kafka_options(settings)
-    host, port, _ = collect_hosts(settings.kafka_bootstrap_servers)[0]
+    host, port, _ = collect_hosts(settings.kafka_bootstrap_servers, randomize=False)[0]
     conn = None
     try:
         conn = await asyncio.wait_for(

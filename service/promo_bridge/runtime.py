@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from promo_bridge.bootstrap import ServiceConfig, configure
+from promo_bridge.bootstrap import ServiceConfig, configure, kafka_startup_problem
 from promo_bridge.capillary import CapillaryClient
 from promo_bridge.domain.flow import Flow
 from promo_bridge.domain.rules import RuleSet, load_rules
@@ -179,7 +179,7 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
         service.ops_port = await started.enter_async_context(
             serve_ops(app, config.ops_host, config.ops_port)
         )
-        await _wait_for_broker(dict(config.kafka), service.stop_event)
+        await _wait_for_broker(service.settings, dict(config.kafka), service.stop_event)
         await parts.restorer.start()
         started.push_async_callback(parts.restorer.stop)
         await parts.restorer.check_copartitioned(config.loop.topics)
@@ -197,19 +197,31 @@ class _StoppedBeforeStartError(Exception):
     """A stop was requested while waiting for the broker at start-up."""
 
 
-async def _wait_for_broker(options: dict[str, Any], stop: asyncio.Event) -> None:
+async def _wait_for_broker(
+    settings: Settings, options: dict[str, Any], stop: asyncio.Event
+) -> None:
     """Wait until a bootstrap broker answers, with backoff; alive but not ready meanwhile.
 
     Kubernetes restarts a crashed pod with growing delays and no signal to operators beyond the
-    restart count; waiting here keeps /healthz up and /readyz saying why it is not ready.
+    restart count; waiting here keeps /healthz up and /readyz saying why it is not ready. The
+    log line names the setting to fix (a refused password, an untrusted certificate), once per
+    change of the problem.
     """
     delay_s = 0.5
+    said: str | None = None
     while True:
         client = AIOKafkaClient(**options)
         try:
             await client.bootstrap()
         except KafkaError as exc:
-            log.warning("kafka_unreachable_at_startup", error=repr(exc), retry_in_s=delay_s)
+            problem = await kafka_startup_problem(settings)
+            if problem != said:
+                log.error(  # noqa: TRY400 - the problem line says it all; a traceback adds nothing
+                    "kafka_unreachable_at_startup", problem=problem, error=repr(exc)
+                )
+                said = problem
+            else:
+                log.warning("kafka_unreachable_at_startup", problem=problem, retry_in_s=delay_s)
         else:
             return
         finally:

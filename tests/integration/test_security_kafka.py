@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
+import socket
+import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +19,13 @@ import trustme
 
 import kafka_broker
 from harness import Rig, order_placed, running_service, service_settings, write_rules
-from kafka_tools import produce_events, read_topic, wait_caught_up
+from kafka_tools import committed_offsets, produce, produce_events, read_topic, wait_caught_up
 from promo_bridge.bootstrap import kafka_startup_problem
+from promo_bridge.runtime import build_service, run_service
 from promo_bridge.settings import Settings
 from promo_bridge.simulator import Credentials, Simulator, serve
 from promo_bridge.simulator._server import ServerTls
+from runtime_support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +80,7 @@ def _mtls(broker: kafka_broker.Broker, pki: kafka_broker.TestPki, **extra: Any) 
 async def _round_trip(
     broker: kafka_broker.Broker, unique: str, tmp_path: Path, security: dict[str, Any]
 ) -> None:
-    """Events in over the secured listener, calls made, outcomes published, offsets committed."""
+    """Events in over the secured listener: calls made, outcomes and a DLQ record out, committed."""
     customers = [str(810_000 + i) for i in range(6)]
     sim = Simulator()
     async with contextlib.AsyncExitStack() as exits:
@@ -87,13 +95,21 @@ async def _round_trip(
                 topic_of_type={},
                 default_topic=rig.topic,
             )
+            await produce(broker.bootstrap, [(rig.topic, b"k", b"not a cloudevent")])
             outcomes = await read_topic(
                 broker.bootstrap,
                 settings.outcomes_topic,
                 until=lambda got: len(got) >= len(customers),
             )
+            dead = await read_topic(broker.bootstrap, settings.dlq_topic, until=bool)
             await wait_caught_up(broker.bootstrap, settings.group_id, [rig.topic])
+        # Stopped the way SIGTERM stops it: drained, committed, group left; nothing re-read.
+        committed = await committed_offsets(broker.bootstrap, settings.group_id)
+    assert sum(committed.values()) == len(customers) + 1
     assert len(outcomes) == len(customers)
+    assert [json.loads(record.value or b"")["value_text"] for record in dead] == [
+        "not a cloudevent"
+    ]
     assert sum(call.customers for call in sim.calls if call.status == 200) == len(customers)
 
 
@@ -233,3 +249,60 @@ async def test_secrets_from_files_reach_broker_and_api_and_no_log_line(
     assert "service_started" in logged
     for secret in (api_secret, SASL_PASSWORD):
         assert secret not in logged
+
+
+async def test_service_with_wrong_sasl_password_stays_alive_not_ready_and_logs_no_secret(
+    secure_broker: tuple[kafka_broker.Broker, kafka_broker.TestPki],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused password keeps the service up but not ready (no crash loop), secret unlogged."""
+    broker, pki = secure_broker
+    wrong = "wrong-scram-s3cret"
+    settings = _settings(tmp_path, _sasl(broker, pki, kafka_sasl_password=wrong))
+    service = build_service(settings)
+    task = asyncio.create_task(run_service(service, install_signals=False))
+    try:
+        # aiokafka's own line on the refusal: the service has tried and is waiting to retry.
+        await wait_until(
+            lambda: "SaslAuthenticationFailed" in caplog.text,
+            timeout_s=30,
+            what="the broker's refusal",
+        )
+        assert not task.done()
+        readiness = service.readiness()
+        assert not readiness.ready
+        assert readiness.reasons["broker_reachable"] is False
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(task, 30)
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err + caplog.text
+    assert "kafka_unreachable_at_startup" in logged
+    assert "PROMO_BRIDGE_KAFKA_SASL_PASSWORD: the broker refused" in logged
+    assert wrong not in logged
+
+
+def test_cli_start_secure_prints_listeners_serving_the_test_ca(tmp_path: Path) -> None:
+    """CLI `start --secure` prints both secured listeners; each completes TLS with its CA."""
+    script = str(Path(kafka_broker.__file__))
+    started = subprocess.run(
+        [sys.executable, script, "start", "--data-dir", str(tmp_path), "--secure"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    try:
+        printed = dict(field.split("=", 1) for field in started.stdout.split() if "=" in field)
+        context = ssl.create_default_context(cafile=Path(printed["tls_dir"]) / "ca.pem")
+        for listener in (printed["sasl_ssl_bootstrap"], printed["ssl_bootstrap"]):
+            host, port = listener.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname=host) as tls:
+                    assert tls.version() is not None
+    finally:
+        subprocess.run(
+            [sys.executable, script, "stop", "--data-dir", str(tmp_path)], check=True, timeout=60
+        )
