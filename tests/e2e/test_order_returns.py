@@ -216,3 +216,68 @@ async def test_rules_sending_other_identifiers_keep_each_customer_in_order(
         state = holding(sim, customer)
         assert state["earnedIds"] == []
         assert state["issualId"] is None
+
+
+RULES_PARTIAL = """\
+program_id: 2714
+promotions:
+  direct-10pct: {promotion_id: 202780, type: DIRECT_ISSUE}
+rules:
+  - name: shoe-coupon
+    on: order.placed
+    when: 'event.data.items.exists(i, i.category == "shoes")'
+    then: [{earn: direct-10pct}]
+  - name: shoes-returned
+    description: A partial return that gives back the shoe line takes back that order's coupon.
+    on: return.created
+    when: 'event.data.items.exists(i, i.category == "shoes")'
+    then: [{revoke_direct_earn: direct-10pct}]
+"""
+
+
+async def test_a_partial_return_rule_takes_back_only_its_order_coupon(
+    kafka_bootstrap: str, rig: Rig
+) -> None:
+    """Two shoe orders, the shoes of one returned (partial): only that order's coupon goes."""
+    sim = Simulator()
+    settings = await rig.prepare(sim, partitions=2, rules=RULES_PARTIAL, batch_window_ms=50)
+    topics = {"order.placed": rig.topic, "return.created": rig.topic}
+    await produce_events(kafka_bootstrap, [order("9105", "o1"), order("9105", "o2")], topics)
+    partial = return_of("9105", "o2")
+    partial["data"]["full_return"] = False
+    partial["data"]["items"] = [
+        {
+            "sku": "SKU-1",
+            "category": "shoes",
+            "quantity": 1,
+            "amount": {"amount": 6000.0, "currency": "INR"},
+        }
+    ]
+    async with running_service(settings):
+        earned = await read_topic(
+            kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= 2, timeout_s=30
+        )
+        await produce_events(kafka_bootstrap, [partial], topics)
+        outcomes = await read_topic(
+            kafka_bootstrap, settings.outcomes_topic, until=lambda r: len(r) >= 3, timeout_s=30
+        )
+
+    coupon = {o.json()["order_id"]: o.json()["earned_id"] for o in earned}
+    revoke = next(o.json() for o in outcomes if o.json()["action"] == "revoke_direct_earn")
+    assert revoke["status"] == "applied", revoke
+    assert [str(e) for e in revoke["revoked_earn_ids"]] == [coupon["o2"]]
+    assert coupon["o1"] in [str(e) for e in sim_earned(sim, "9105")]
+
+
+def sim_earned(sim: Simulator, customer: str) -> list[Any]:
+    answer = lookup(
+        sim.state,
+        {
+            "identifierName": "id",
+            "identifierValue": customer,
+            "source": "INSTORE",
+            "promotionId": "202780",
+        },
+    )
+    (promotion,) = answer.body["data"]["promotions"]
+    return list(promotion["earnedIds"])
