@@ -22,10 +22,11 @@ from promo_bridge.capillary import (
     CapillaryClient,
     LookupFailedError,
 )
-from promo_bridge.domain.commands import IdentifierName, PromotionRef
+from promo_bridge.domain.commands import PromotionRef
 from promo_bridge.domain.rules import RulesError, RuleSet, load_rules
 from promo_bridge.kafka.restore import OutcomeRestorer, TopologyError
 from promo_bridge.runtime_banner import safe_url
+from promo_bridge.runtime_client import prove_credentials
 from promo_bridge.settings import (
     ENV_PREFIX,
     AuthMode,
@@ -39,8 +40,6 @@ Level = Literal["ok", "warning", "error"]
 
 # A customer no org holds: Capillary answers "unknown customer" (code 8015) to an
 # authenticated lookup of it, and 401 when the credentials are wrong.
-_PROBE_CUSTOMER: Final = "0"
-_PROBE_SOURCE: Final = "INSTORE"
 _PROBE_PROMOTION: Final = PromotionRef(program_id=1, promotion_id=1)
 # Enough to tell a refusal from an outage without the service's long backoff.
 _PROBE_ATTEMPTS: Final = 2
@@ -210,13 +209,9 @@ async def _capillary(
     client_config = config.client.model_copy(update={"max_attempts": _PROBE_ATTEMPTS})
     async with CapillaryClient(client_config) as client:
         try:
-            if settings.capillary_auth is AuthMode.OAUTH:
-                await client.authenticate()
-            else:
-                # Basic credentials are proven only by a call; a lookup changes nothing.
-                await client.lookup_promotion(
-                    IdentifierName.ID, _PROBE_CUSTOMER, _PROBE_SOURCE, _probe_promotion(rules)
-                )
+            await prove_credentials(
+                client, settings.capillary_auth is AuthMode.BASIC, _probe_promotion(rules)
+            )
         except AuthenticationFailed as exc:
             findings.add(
                 "error",

@@ -123,6 +123,8 @@ class Pipeline:
         self._wall_clock = wall_clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._letter_queue: list[Refusal] = []
+        # Set once a call got results: the credentials work (readiness reads it).
+        self.api_answered = False
         self._type_labels: set[str] = set()
         self._unknown_orders_seen = 0
         self._letter_worker: asyncio.Task[None] | None = None
@@ -274,6 +276,8 @@ class Pipeline:
                 log.exception("batch_send_crashed")
                 delivery = Delivery.unsent(batch, "sender crashed")
             was_refused = self._flow.auth_refused
+            if delivery.completed and not delivery.auth_refused:
+                self.api_answered = True
             completions = self._flow.delivered(batch, delivery, self._clock())
             self._report_delivery(delivery, was_refused=was_refused)
             # A call is free again, and requeued commands are due once any hold ends: the

@@ -21,7 +21,13 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from promo_bridge.bootstrap import ServiceConfig, configure, kafka_startup_problem
-from promo_bridge.capillary import CapillaryClient
+from promo_bridge.capillary import (
+    ApiUnavailable,
+    AuthenticationFailed,
+    CapillaryClient,
+    LookupFailedError,
+)
+from promo_bridge.domain.commands import PromotionRef
 from promo_bridge.domain.flow import Flow
 from promo_bridge.domain.rules import RuleSet, load_rules
 from promo_bridge.kafka.consumer import ConsumerLoop
@@ -30,9 +36,9 @@ from promo_bridge.kafka.restore import OutcomeRestorer
 from promo_bridge.observability.http import Readiness, create_ops_app, serve_ops
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.pipeline import Pipeline
-from promo_bridge.runtime_banner import effective_config
-from promo_bridge.runtime_client import CapillarySender, metrics_hooks
-from promo_bridge.settings import Settings
+from promo_bridge.runtime_banner import effective_config, safe_url
+from promo_bridge.runtime_client import CapillarySender, metrics_hooks, prove_credentials
+from promo_bridge.settings import ENV_PREFIX, AuthMode, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +71,9 @@ class Service:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     ops_port: int | None = None
     _parts: _Parts | None = None
+    # Set once Capillary accepted the credentials (a token, or a lookup that changes nothing):
+    # until then the instance is not ready, whatever else holds.
+    credentials_proven: bool = False
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (what SIGTERM does)."""
@@ -76,7 +85,11 @@ class Service:
         checks = {
             "partitions_assigned": bool(parts and parts.loop.assigned),
             "broker_reachable": bool(parts and parts.loop.broker_reachable),
-            "api_authenticated": bool(parts and not parts.pipeline.auth_failed),
+            "api_authenticated": bool(
+                parts
+                and (self.credentials_proven or parts.pipeline.api_answered)
+                and not parts.pipeline.auth_failed
+            ),
             "making_progress": bool(
                 parts and parts.pipeline.seconds_without_progress() < self.config.stall_timeout_s
             ),
@@ -187,10 +200,58 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
         await parts.publisher.start()
         await parts.consumer.start()
         dispatcher = asyncio.create_task(parts.pipeline.run_dispatcher(), name="dispatcher")
+        prover = asyncio.create_task(_prove_credentials(service, parts), name="credentials")
+        started.push_async_callback(_cancel, prover)
         try:
             yield parts.loop
         finally:
             await asyncio.shield(_shutdown(service.settings, parts, dispatcher))
+
+
+async def _prove_credentials(service: Service, parts: _Parts, retry_s: float = 30.0) -> None:
+    """Prove the Capillary credentials at start-up; retry until they are accepted.
+
+    A wrong password or an unreachable base URL shows at once, in /readyz and in one log line
+    naming the variables, instead of at the first event.
+    """
+    settings = service.settings
+    basic = settings.capillary_auth is AuthMode.BASIC
+    where = safe_url(settings.capillary_base_url)
+    promotion = next(iter(service.rules.promotions.values()), None)
+    probe = promotion.ref if promotion is not None else PromotionRef(program_id=1, promotion_id=1)
+    said = ""
+    while True:
+        try:
+            await prove_credentials(parts.client, basic, probe)
+        except AuthenticationFailed as exc:
+            variables = "CAPILLARY_TILL_CODE/_PASSWORD" if basic else "CAPILLARY_OAUTH_KEY/_SECRET"
+            event = "capillary_credentials_refused"
+            line = f"{where} refused the credentials (HTTP {exc.http_status}, code {exc.code})"
+            check = f"{ENV_PREFIX}{variables}"
+        except ApiUnavailable as exc:
+            event = "capillary_unreachable"
+            line = f"{where} unavailable ({exc.reason})"
+            check = f"{ENV_PREFIX}CAPILLARY_BASE_URL"
+        except LookupFailedError:
+            # The lookup was refused for what it asked, after the credentials were taken.
+            service.credentials_proven = True
+            return
+        else:
+            service.credentials_proven = True
+            log.info(
+                "capillary_credentials_accepted", base_url=where, auth=settings.capillary_auth.value
+            )
+            return
+        if line != said:
+            log.error(event, problem=line, check=check)
+            said = line
+        await asyncio.sleep(retry_s)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _StoppedBeforeStartError(Exception):

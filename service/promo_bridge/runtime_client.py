@@ -18,7 +18,7 @@ from promo_bridge.capillary import (
     LookupFailedError,
     UnavailableReason,
 )
-from promo_bridge.domain.commands import Batch, Command
+from promo_bridge.domain.commands import Batch, Command, IdentifierName, PromotionRef
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
 from promo_bridge.domain.reconcile import Finding, Standing, Verdict, verified_result, verify
 from promo_bridge.observability.metrics import Metrics
@@ -186,3 +186,21 @@ def metrics_hooks(metrics: Metrics) -> ClientHooks:
         on_throttle_wait=on_throttle_wait,
         on_token_refresh=on_token_refresh,
     )
+
+
+# A lookup of a customer that cannot exist: Basic credentials are proven only by a real call,
+# and a lookup changes nothing.
+PROBE_CUSTOMER = "0"
+PROBE_SOURCE = "INSTORE"
+
+
+async def prove_credentials(client: CapillaryClient, basic: bool, promotion: PromotionRef) -> None:
+    """Prove the credentials with no side effect: a token (OAuth) or a lookup (Basic).
+
+    Raises AuthenticationFailed when they are refused, ApiUnavailable when the API cannot be
+    reached, LookupFailedError when the lookup itself is refused (the credentials were taken).
+    """
+    if not basic:
+        await client.authenticate()
+        return
+    await client.lookup_promotion(IdentifierName.ID, PROBE_CUSTOMER, PROBE_SOURCE, promotion)

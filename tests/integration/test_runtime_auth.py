@@ -102,3 +102,37 @@ async def test_wrong_credentials_pause_without_outcomes_then_resume_by_themselve
     ends = await end_offsets(kafka_bootstrap, [topic])
     assert committed == ends
     assert sum(ends.values()) == EVENTS
+
+
+async def test_wrong_credentials_are_found_at_start_up_before_any_event(
+    kafka_bootstrap: str,
+    rig: Rig,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No event yet: the start-up probe finds the refused password; not ready, one clear line."""
+    sim = Simulator(credentials=Credentials(password="rotated-elsewhere"))
+    settings = await rig.prepare(sim, partitions=1, batch_window_ms=50)
+
+    async with running_service(settings) as service:
+        await wait_until(
+            lambda: any(c.status == 401 for c in sim.calls),
+            timeout_s=20,
+            what="the probe refused",
+        )
+        await wait_until(
+            lambda: service.readiness().reasons["partitions_assigned"],
+            timeout_s=20,
+            what="partitions assigned",
+        )
+        readiness = service.readiness()
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err + caplog.text
+
+    assert readiness.ready is False
+    assert readiness.reasons["api_authenticated"] is False
+    assert readiness.reasons["broker_reachable"] is True
+    assert sim.ledger.total() == 0
+    assert "capillary_credentials_refused" in logged
+    assert "PROMO_BRIDGE_CAPILLARY_TILL_CODE/_PASSWORD" in logged
+    assert "server123" not in logged
