@@ -266,13 +266,11 @@ class Flow:
                     record, position, f"no rule reads events of type {event.type!r}", intake
                 )
                 return
-        verdicts = self._rules.evaluate(event, position)
+        customer = record.key.decode("utf-8", "backslashreplace") if record.key else ""
+        verdicts = self._rules.evaluate(event, position, customer)
         intake.rule_errors.extend((rule, event.id, error) for rule, error in verdicts.errors)
         intake.skipped.extend(verdicts.skipped)
         commands = verdicts.commands
-        if record.key and commands:
-            customer = record.key.decode("utf-8", "backslashreplace")
-            commands = [dataclasses.replace(c, customer_key=customer) for c in commands]
         self._tracker.track(position, len(commands))
         for command in commands:
             command_id = command.command_id

@@ -289,8 +289,13 @@ class RuleSet:
             explanation.event_id, explanation.event_type, explanation.verdicts, conditions
         )
 
-    def evaluate(self, event: Event, position: EventPosition) -> Explanation:
+    def evaluate(
+        self, event: Event, position: EventPosition, customer_key: str = ""
+    ) -> Explanation:
         """Every rule's verdict on an event, with the commands of the matched ones.
+
+        `customer_key` (the input record's key) goes on every command: lanes and the ledger
+        follow it.
 
         The runtime counts `errors` and `skipped` (they mean a rule could not do its job);
         a condition that is merely false is the normal case.
@@ -322,7 +327,7 @@ class RuleSet:
                     continue
             if customer is None:
                 customer = _CustomerLookup.of(event)
-            verdicts.append(_apply(rule, event, position, customer))
+            verdicts.append(_apply(rule, event, position, customer, customer_key))
         return Explanation(event.id, event.type, tuple(verdicts))
 
     def _rules_of(self, event_type: str) -> tuple[RuleDef, ...]:
@@ -359,7 +364,11 @@ class _CustomerLookup:
 
 
 def _apply(
-    rule: RuleDef, event: Event, position: EventPosition, lookup: _CustomerLookup
+    rule: RuleDef,
+    event: Event,
+    position: EventPosition,
+    lookup: _CustomerLookup,
+    customer_key: str = "",
 ) -> RuleVerdict:
     commands: list[Command] = []
     skipped: list[SkippedAction] = []
@@ -389,6 +398,7 @@ def _apply(
                 target=action.target,
                 order_id=order_id,
                 revoke_all=action.revoke_all,
+                customer_key=customer_key,
             )
         )
     return RuleVerdict(rule.name, Verdict.MATCHED, commands=tuple(commands), skipped=tuple(skipped))
