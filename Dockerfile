@@ -34,8 +34,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 
-# Only what the wheel needs (.dockerignore keeps tests, caches and venvs out of the context).
-COPY pyproject.toml README.md ./
+# Only what the wheel needs (.dockerignore keeps tests, caches and venvs out of the context),
+# and constraints.txt so the image gets the dependency versions CI tested, not PyPI's newest.
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY service ./service
 
 # The wheel is built here, then installed with its dependencies into a self-contained venv at
@@ -44,7 +45,7 @@ COPY service ./service
 # 3.11, so no compiler is needed even here.
 RUN python -m pip wheel --no-deps --wheel-dir /dist . \
     && python -m venv /opt/promo-bridge \
-    && /opt/promo-bridge/bin/python -m pip install /dist/promo_bridge-*.whl \
+    && /opt/promo-bridge/bin/python -m pip install --constraint constraints.txt /dist/promo_bridge-*.whl \
     && /opt/promo-bridge/bin/python -m pip uninstall --yes pip \
     && /opt/promo-bridge/bin/promo-bridge --help
 

@@ -39,6 +39,8 @@ EVENTS = ROOT / "examples" / "events.jsonl"
 RULES = ROOT / "examples" / "rules.yaml"
 OUTCOMES_TOPIC = "promo-bridge.outcomes"
 DLQ_TOPIC = "promo-bridge.dlq"
+# Not in examples/events.jsonl: produced by the demo itself so that the DLQ has something in it.
+POISON = b'{"specversion": "1.0", "id": '
 
 
 def _get_json(url: str) -> Any:
@@ -89,12 +91,61 @@ async def _exercise(
         await produce_events(bootstrap, run, default_topic="orders")
         await wait_caught_up(bootstrap, group, topics, timeout_s=120)
     # One poison record, to show the DLQ: it is refused with a reason, the rest flows.
-    await produce(bootstrap, [("orders", b"423927867", b'{"specversion": "1.0", "id": ')])
+    print("injecting 1 poison record (truncated JSON) on orders to show the DLQ ...", flush=True)
+    await produce(bootstrap, [("orders", b"423927867", POISON)])
     await wait_caught_up(bootstrap, group, topics, timeout_s=120)
     total = sum((await end_offsets(bootstrap, [OUTCOMES_TOPIC])).values())
     outcomes = await read_topic(bootstrap, OUTCOMES_TOPIC, until=lambda r: len(r) >= total)
     letters = await read_topic(bootstrap, DLQ_TOPIC, until=lambda r: len(r) >= 1)
     return outcomes, letters
+
+
+def summary(
+    events: list[dict[str, Any]],
+    outcomes: list[dict[str, Any]],
+    letters: list[dict[str, Any]],
+    api_calls: int,
+) -> list[str]:
+    """Why N events made M outcomes, and which DLQ record the demo injected itself."""
+    statuses = Counter(o["status"] for o in outcomes)
+    with_outcome = {o["event_id"] for o in outcomes}
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    no_rule: Counter[str] = Counter()
+    for event in events:
+        if event["id"] in seen:
+            duplicates.append(event["id"])
+            continue
+        seen.add(event["id"])
+        if event["id"] not in with_outcome:
+            no_rule[event["type"]] += 1
+    status_text = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    lines = [
+        (
+            f"{len(events)} events -> {len(outcomes)} outcomes ({status_text}) in {api_calls} API"
+            " calls; offsets committed to the end:"
+        ),
+        (
+            f"  {len(with_outcome)} events made the {len(outcomes)} commands above (one outcome"
+            " each; an event can match several rules and a rule make several commands)"
+        ),
+    ]
+    if duplicates:
+        lines.append(
+            f"  {len(duplicates)} duplicate event(s) ({', '.join(duplicates)}: an id already"
+            " seen) made no new command"
+        )
+    if no_rule:
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(no_rule.items()))
+        lines.append(
+            f"  {sum(no_rule.values())} events matched no rule, so made no command ({kinds})"
+        )
+    for letter in letters:
+        where = f"offset {letter['source_offset']} of {letter['source_topic']}"
+        lines.append(
+            f"  + 1 injected poison record (not from the file) -> DLQ: {where}: {letter['reason']}"
+        )
+    return lines
 
 
 def _runs_by_topic(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -155,16 +206,10 @@ def main() -> int:
         print()
         print(_table(outcomes))
         print()
-        statuses = Counter(r.json()["status"] for r in outcomes)
-        print(
-            f"{len(events)} events -> {len(outcomes)} outcomes {dict(statuses)} "
-            f"in {len(calls['calls'])} API calls; offsets committed to the end."
+        lines = summary(
+            events, [r.json() for r in outcomes], [r.json() for r in letters], len(calls["calls"])
         )
-        for letter in letters:
-            print(
-                f"DLQ: offset {letter.json()['source_offset']} of "
-                f"{letter.json()['source_topic']}: {letter.json()['reason']}"
-            )
+        print("\n".join(lines))
         return 0
     finally:
         # A second Ctrl-C or SIGTERM must not cut the clean-up short and leave children behind.

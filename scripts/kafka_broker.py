@@ -165,7 +165,11 @@ def cache_dir() -> Path:
     env = os.environ.get("KAFKA_HOME_CACHE")
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "promo-bridge" / f"kafka-{kafka_version()}"
+    # The XDG base-directory rule, as scripts/check_deploy.sh follows it for its tools: a
+    # relative XDG_CACHE_HOME is to be ignored, since it would move with the working directory.
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "promo-bridge" / f"kafka-{kafka_version()}"
 
 
 def fetch() -> Path:
@@ -603,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "fetch":
-            print(f"lib={fetch()}")
+            # Silent when the jars are cached: `make run` and `make test` call this every time.
+            fetch()
         elif args.cmd == "start":
             security = None
             if args.secure:

@@ -11,12 +11,15 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from promo_bridge.domain.keys import record_key
+from promo_bridge.kafka.records import OutgoingRecord, ReadRecord, read_records, send
+from promo_bridge.kafka.records import read_to_end as _read_to_end
 
 TOPIC_OF_TYPE: dict[str, str] = {
     "order.placed": "orders",
@@ -25,31 +28,9 @@ TOPIC_OF_TYPE: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ReadRecord:
-    """A record read back from a topic."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    # The record's timestamp (CreateTime unless the topic says LogAppendTime), epoch ms.
-    timestamp_ms: int | None = None
-
-    def json(self) -> Any:
-        """The value parsed as JSON."""
-        return json.loads(self.value or b"null")
-
-
 def customer_key(event: Mapping[str, Any]) -> bytes:
     """Events are keyed by customer so one customer's events share a partition."""
-    customer = event.get("data", {}).get("customer", {})
-    for name in ("id", "mobile", "email"):
-        if customer.get(name):
-            return str(customer[name]).encode()
-    return str(event.get("subject") or event.get("id")).encode()
+    return record_key(event)
 
 
 async def create_topics(bootstrap: str, partitions: Mapping[str, int]) -> None:
@@ -76,16 +57,10 @@ async def produce(
     records: Iterable[tuple[str, bytes | None, bytes]],
 ) -> int:
     """Send (topic, key, value) records and wait for every acknowledgement."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, value=value, key=key) for topic, key, value in records
-        ]
-        await asyncio.gather(*futures)
-        return len(futures)
-    finally:
-        await producer.stop()
+    return await send(
+        {"bootstrap_servers": bootstrap, "linger_ms": 5},
+        (OutgoingRecord(topic, key, value) for topic, key, value in records),
+    )
 
 
 async def produce_events(
@@ -130,21 +105,10 @@ async def read_topic(
         while not until(records):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: condition not met, {len(records)} records read")
-            records.extend(_read_records(await consumer.getmany(timeout_ms=200)))
+            records.extend(read_records(await consumer.getmany(timeout_ms=200)))
         return records
     finally:
         await consumer.stop()
-
-
-def _read_records(fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[ReadRecord]:
-    """The messages of one `getmany` as ReadRecords."""
-    return [
-        ReadRecord(
-            tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers or ()), m.timestamp
-        )
-        for tp, messages in fetched.items()
-        for m in messages
-    ]
 
 
 async def read_to_end(
@@ -160,26 +124,15 @@ async def read_to_end(
     transactions are not returned. TimeoutError if the end is not reached within `timeout_s`.
     """
     partitions = await partitions_of(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level=isolation_level,
-    )
-    await consumer.start()
     try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[ReadRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: end not reached, {len(records)} records read")
-            records.extend(_read_records(await consumer.getmany(timeout_ms=200)))
-        return records
-    finally:
-        await consumer.stop()
+        return await _read_to_end(
+            {"bootstrap_servers": bootstrap},
+            partitions,
+            isolation_level=isolation_level,
+            timeout_s=timeout_s,
+        )
+    except TimeoutError as exc:
+        raise TimeoutError(f"{topic}: {exc}") from None
 
 
 async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:

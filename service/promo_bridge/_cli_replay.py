@@ -20,8 +20,9 @@ from typing import Any
 
 from promo_bridge._cli_rules import load_rules_or_report, plural
 from promo_bridge.domain.commands import Batch, Command
-from promo_bridge.domain.events import Event, EventDecodeError, customer_of, decode_event
+from promo_bridge.domain.events import Event, EventDecodeError, decode_event
 from promo_bridge.domain.flow import Flow, FlowConfig, InputRecord
+from promo_bridge.domain.keys import customer_key
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
 from promo_bridge.domain.rules import RuleSet
 from promo_bridge.settings import FlowSettings, SettingsError, load_flow_settings
@@ -136,7 +137,7 @@ def simulate(
             # A line that cannot be decoded takes no time; the core refuses it below.
             event = decode_event(line)
             now = _arrival(event, now, interval_ms)
-            key = _customer_key(event)
+            key = customer_key(json.loads(line))
             if replay.start is None:
                 replay.start = now
         at = 0.0 if now is None else now
@@ -270,7 +271,7 @@ def _replay_table(replay: ReplayRun) -> str:
     ]
     if rows:
         out.append("")
-        out.extend(_columns([header, *rows]))
+        out.extend(columns([header, *rows]))
     return "\n".join(out)
 
 
@@ -285,20 +286,10 @@ def _customers(batch: Batch, shown: int = 5) -> str:
     return text + (f" (+{len(values) - shown})" if len(values) > shown else "")
 
 
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+def columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as aligned lines (the first row is usually the header)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-
-
-def _customer_key(event: Event) -> bytes | None:
-    """The record key a producer keying by customer would give the event (id, mobile, email)."""
-    with contextlib.suppress(ValueError):
-        customer = customer_of(event)
-        if customer is not None:
-            for value in (customer.id, customer.mobile, customer.email):
-                if value:
-                    return str(value).encode()
-    return None

@@ -1,7 +1,7 @@
 """`promo-bridge run`: the service, configured by PROMO_BRIDGE_* environment variables.
 
-Exit 2, with one line on stderr, when the settings, the rules or the topics are unfit;
-otherwise run until stopped and exit 0.
+Exit 2, with one line on stderr, when the settings, the rules, the topics or the ops port are
+unfit; otherwise run until stopped and exit 0.
 """
 
 # The service's modules are imported inside `run`, so that the other commands start fast and
@@ -29,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(_: argparse.Namespace) -> int:
     """`run`: check the settings, build the service, serve until stopped."""
-    from promo_bridge.settings import SettingsError, check_known_variables, load_settings
+    from promo_bridge.settings import (
+        ENV_PREFIX,
+        SettingsError,
+        check_known_variables,
+        load_settings,
+    )
 
     try:
         # A misspelt variable would otherwise leave its setting at the default, unnoticed.
@@ -41,6 +46,7 @@ def run(_: argparse.Namespace) -> int:
 
     from promo_bridge.domain.rules import RulesError
     from promo_bridge.kafka.restore import TopologyError
+    from promo_bridge.observability.http import OpsPortError
     from promo_bridge.observability.logging import configure_logging
     from promo_bridge.runtime import build_service, run_service
 
@@ -54,5 +60,12 @@ def run(_: argparse.Namespace) -> int:
         asyncio.run(run_service(service))
     except TopologyError as exc:
         print(f"promo-bridge: {exc}", file=sys.stderr)
+        return 2
+    except OpsPortError as exc:
+        print(
+            f"promo-bridge: {ENV_PREFIX}HTTP_PORT: {exc}; set it (or {ENV_PREFIX}HTTP_HOST)"
+            " to an address that is free",
+            file=sys.stderr,
+        )
         return 2
     return 0

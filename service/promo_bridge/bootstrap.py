@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import httpx
 from aiokafka.conn import collect_hosts, create_conn
@@ -67,6 +67,9 @@ _CLIENT_FIELD_VARIABLES: Mapping[str, str] = MappingProxyType(
 )
 
 
+METADATA_MAX_AGE_MS: Final = 5000
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Every component's configuration (see the module docstring)."""
@@ -109,9 +112,22 @@ def configure(settings: Settings) -> ServiceConfig:
                 "max_poll_records": settings.max_poll_records,
                 "fetch_max_bytes": settings.kafka_fetch_max_bytes,
                 "max_partition_fetch_bytes": settings.kafka_max_partition_fetch_bytes,
+                # The group notices a subscribed topic created, or partitions added, only when
+                # the consumer next refreshes its metadata: aiokafka's default of 5 minutes
+                # left new partitions unread that long. One small metadata request every 5 s
+                # is the price of picking them up within seconds.
+                "metadata_max_age_ms": METADATA_MAX_AGE_MS,
             }
         ),
-        producer=MappingProxyType(producer_options(idempotence=settings.producer_idempotence)),
+        producer=MappingProxyType(
+            {
+                **producer_options(idempotence=settings.producer_idempotence),
+                # An outcome goes to the outcomes partition numbered like its input partition;
+                # one added while the service runs is refused ("Unrecognized partition") until
+                # the producer's metadata is refreshed, so the same 5 s as the consumer.
+                "metadata_max_age_ms": METADATA_MAX_AGE_MS,
+            }
+        ),
         outcomes_topic=settings.outcomes_topic,
         dlq_topic=settings.dlq_topic,
         state_topic=(settings.state_topic or f"{settings.group_id}.state")

@@ -4,6 +4,8 @@
     check                    _cli_check.py         what `run` needs, proven before it runs
     rules check | explain    _cli_rules.py         a rules file, alone or on one event
     replay --dry-run         _cli_replay.py        events through the rules and the batcher
+    topics create, produce,  _cli_topics.py        one's own Kafka: the topics, a file of events,
+    tail, dlq replay                               the outcomes and DLQ, dead letters sent back
     simulate-api             _cli_simulate_api.py  the Capillary API simulator
 
 Each module's `register(subparsers)` adds its parsers and sets `func`; `main` runs
@@ -16,7 +18,14 @@ import argparse
 import sys
 from importlib.metadata import version
 
-from promo_bridge import _cli_check, _cli_replay, _cli_rules, _cli_run, _cli_simulate_api
+from promo_bridge import (
+    _cli_check,
+    _cli_replay,
+    _cli_rules,
+    _cli_run,
+    _cli_simulate_api,
+    _cli_topics,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {version('promo-bridge')}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (_cli_run, _cli_check, _cli_rules, _cli_replay, _cli_simulate_api):
+    for group in (_cli_run, _cli_check, _cli_rules, _cli_replay, _cli_topics, _cli_simulate_api):
         group.register(commands)
     return parser
 

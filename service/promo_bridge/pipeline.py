@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from promo_bridge.domain.outcomes import (
 )
 from promo_bridge.domain.restore import RestoredOutcome
 from promo_bridge.observability.metrics import Metrics
+from promo_bridge.observability.status import RECENT_LIMIT, DeadLetterNote, OutcomeNote
 
 __all__ = [
     "CommandSender",
@@ -132,6 +134,9 @@ class Pipeline:
         self._progress = asyncio.Event()
         # When a command or dead letter last completed, or work arrived with none pending.
         self._last_progress = clock()
+        # What the status page lists; bounded, so a storm of failures costs no memory.
+        self.recent_outcomes: deque[OutcomeNote] = deque(maxlen=RECENT_LIMIT)
+        self.recent_dead_letters: deque[DeadLetterNote] = deque(maxlen=RECENT_LIMIT)
 
     # -- state the runtime reads ----------------------------------------------------------
 
@@ -150,6 +155,11 @@ class Pipeline:
         if self._flow.pending == 0:
             return 0.0
         return max(0.0, self._clock() - self._last_progress)
+
+    @property
+    def pending_dead_letter_bytes(self) -> int:
+        """Bytes of refused records held until their DLQ record is acknowledged."""
+        return self._flow.pending_bytes
 
     def pause_reason(self) -> PauseReason | None:
         """Why the consumer should pause its partitions now (the core decides)."""
@@ -222,6 +232,9 @@ class Pipeline:
         )
         accepted = await self._retry_publish(
             lambda: self._sink.publish_dead_letter(letter, key=record.key, headers=record.headers)
+        )
+        self.recent_dead_letters.append(
+            DeadLetterNote(record.topic, record.partition, record.offset, refusal.reason)
         )
         if accepted:
             self._metrics.dlq_records.labels(record.topic).inc()
@@ -331,6 +344,7 @@ class Pipeline:
             ).inc()
             if record.status is not OutcomeStatus.APPLIED:
                 _log_outcome(record)
+                self.recent_outcomes.append(_outcome_note(record))
         self._update_pending()
         self._wake.set()
         self._progress.set()
@@ -448,6 +462,18 @@ class Pipeline:
     def _update_pending(self) -> None:
         self._metrics.pending_commands.set(self._flow.pending)
         self._metrics.pending_bytes.set(self._flow.pending_bytes)
+
+
+def _outcome_note(record: OutcomeRecord) -> OutcomeNote:
+    # Not the identifier: the status page is for operators, not a customer lookup.
+    return OutcomeNote(
+        command_id=record.command_id,
+        rule=record.rule,
+        action=record.action,
+        status=record.status.value,
+        reason=record.error_class.value if record.error_class else record.skip_reason,
+        error_message=record.error_message,
+    )
 
 
 def _log_outcome(record: OutcomeRecord) -> None:

@@ -35,6 +35,7 @@ from promo_bridge.kafka.producer import RecordPublisher
 from promo_bridge.kafka.restore import OutcomeRestorer
 from promo_bridge.observability.http import Readiness, create_ops_app, serve_ops
 from promo_bridge.observability.metrics import Metrics
+from promo_bridge.observability.status import BudgetUse, StatusSnapshot
 from promo_bridge.pipeline import Pipeline
 from promo_bridge.runtime_banner import effective_config, safe_url
 from promo_bridge.runtime_client import CapillarySender, metrics_hooks, prove_credentials
@@ -96,6 +97,35 @@ class Service:
             "not_stopping": not self.stop_event.is_set(),
         }
         return Readiness(ready=all(checks.values()), reasons=checks)
+
+    def status(self) -> StatusSnapshot:
+        """What /status shows: partitions and lag, pending work, pauses, budgets, recent trouble."""
+        state = self.readiness()
+        parts = self._parts
+        if parts is None:
+            return StatusSnapshot(
+                ready=state.ready,
+                checks=state.reasons,
+                pause_reason=None,
+                pending=0,
+                pending_dead_letter_bytes=0,
+            )
+        pipeline = parts.pipeline
+        reason = pipeline.pause_reason()
+        return StatusSnapshot(
+            ready=state.ready,
+            checks=state.reasons,
+            pause_reason=None if reason is None else reason.value,
+            pending=pipeline.pending,
+            pending_dead_letter_bytes=pipeline.pending_dead_letter_bytes,
+            partitions=parts.loop.partition_status(),
+            budgets=[
+                BudgetUse(endpoint, used, limit)
+                for endpoint, (used, limit) in parts.client.budget_use().items()
+            ],
+            recent_outcomes=list(pipeline.recent_outcomes),
+            recent_dead_letters=list(pipeline.recent_dead_letters),
+        )
 
 
 def build_service(settings: Settings) -> Service:
@@ -182,19 +212,21 @@ def _assemble(service: Service) -> _Parts:
 async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
     config = service.config
     parts = service._parts = _assemble(service)
-    app = create_ops_app(service.metrics, service.readiness)
+    app = create_ops_app(service.metrics, service.readiness, service.status)
     # Whatever started is stopped, in reverse order, however start-up or the run ends.
     async with contextlib.AsyncExitStack() as started:
         started.push_async_callback(parts.client.aclose)
         # Stopping a Kafka client that never started is harmless, and leaves no warning.
         started.push_async_callback(parts.consumer.stop)
+        # Before its start, like the consumer: its reader exists from construction, and a
+        # start-up that fails earlier (busy ops port, no broker) must still close it.
+        started.push_async_callback(parts.restorer.stop)
         started.push_async_callback(lambda: asyncio.shield(parts.publisher.stop()))
         service.ops_port = await started.enter_async_context(
             serve_ops(app, config.ops_host, config.ops_port)
         )
         await _wait_for_broker(service.settings, dict(config.kafka), service.stop_event)
         await parts.restorer.start()
-        started.push_async_callback(parts.restorer.stop)
         await parts.restorer.check_copartitioned(config.loop.topics)
         await parts.restorer.ensure_state_topic(config.loop.topics)
         await parts.publisher.start()

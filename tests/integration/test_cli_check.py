@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from enum import Enum
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
+from cli_process import run_cli, use_environment
 from harness import Rig
 from kafka_tools import create_topics
 from promo_bridge._cli_check_probes import check
-from promo_bridge.settings import ENV_PREFIX, Settings
+from promo_bridge.settings import ENV_PREFIX
 from promo_bridge.simulator import Simulator
 from runtime_support import wait_until
 
@@ -23,48 +19,10 @@ pytestmark = pytest.mark.integration
 WRONG_PASSWORD = "not-the-password-7f3a"
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, Enum):
-        return str(value.value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
-
-
-def use_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -> None:
-    """Make `settings` (and `extra` variables) the process's only PROMO_BRIDGE_* settings."""
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX) and not name.startswith(ENV_PREFIX + "TEST_"):
-            monkeypatch.delenv(name)
-    for name, value in settings.model_dump(exclude_defaults=True).items():
-        if value is not None:
-            monkeypatch.setenv(f"{ENV_PREFIX}{name.upper()}", _text(value))
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
-
-
 async def lines(**kwargs: Any) -> list[str]:
     """The rendered findings of an in-process check."""
     findings = await check(timeout_s=10, **kwargs)
     return [finding.render() for finding in findings.items]
-
-
-async def run_cli(*argv: str) -> tuple[int, str]:
-    """`promo-bridge` in a child process (the simulator keeps serving in this loop)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "promo_bridge.cli",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    return await proc.wait(), out.decode()
 
 
 async def test_a_good_setup_passes_with_exit_0_and_creates_nothing(

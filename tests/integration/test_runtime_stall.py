@@ -19,7 +19,10 @@ async def test_pending_work_with_nothing_completing_turns_readyz_503_until_it_mo
 ) -> None:
     """Calls hang past the stall bound: 503 with making_progress false; answered, 200 again."""
     # Every call hangs longer than the stall bound (the client gives up after 5 s, then retries).
-    sim = Simulator(faults=Faults(timeout_rate=1.0, timeout_seconds=120))
+    # Only the bulk calls hang: the start-up credentials probe (a lookup) is answered.
+    sim = Simulator(
+        faults=Faults(timeout_rate=1.0, timeout_seconds=120, endpoints=("enrolAndEarn",))
+    )
     settings = await rig.prepare(
         sim,
         partitions=1,

@@ -192,6 +192,16 @@ def test_pipeline_reaches_no_edge() -> None:
     assert not chains, _report("pipeline.py must know no edge", chains)
 
 
+def test_observability_reaches_no_edge_or_pipeline() -> None:
+    """observability/ is handed its data (readiness, status) and reaches no part that owns it."""
+    chains = violations(
+        GRAPH,
+        modules_under(GRAPH, "promo_bridge.observability"),
+        ["promo_bridge.kafka", "promo_bridge.capillary", "promo_bridge.pipeline", "aiokafka"],
+    )
+    assert not chains, _report("observability must be handed its data", chains)
+
+
 def test_importing_the_domain_loads_no_kafka_or_http() -> None:
     """Importing every domain module in a fresh interpreter loads neither aiokafka nor httpx."""
     modules = modules_under(GRAPH, "promo_bridge.domain")

@@ -67,3 +67,10 @@ def test_fetch_limits_reach_the_consumer(tmp_path: Path) -> None:
     consumer = configure(settings).consumer
     assert consumer["fetch_max_bytes"] == 4_194_304
     assert consumer["max_partition_fetch_bytes"] == 524_288
+
+
+def test_consumer_and_producer_refresh_metadata_within_seconds(tmp_path: Path) -> None:
+    """Consumer and producer re-read metadata every 5 s: added partitions work within seconds."""
+    config = configure(settings_for(tmp_path))
+    assert config.consumer["metadata_max_age_ms"] == 5000
+    assert config.producer["metadata_max_age_ms"] == 5000

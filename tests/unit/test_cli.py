@@ -14,13 +14,23 @@ from promo_bridge.cli import build_parser
 
 
 def test_every_command_is_registered() -> None:
-    """The top-level parser offers run, check, rules, replay and simulate-api, in that order."""
+    """The top-level parser offers every command, the service first and the simulator last."""
     [commands] = [
         action
         for action in build_parser()._actions
         if isinstance(action, argparse._SubParsersAction)
     ]
-    assert list(commands.choices) == ["run", "check", "rules", "replay", "simulate-api"]
+    assert list(commands.choices) == [
+        "run",
+        "check",
+        "rules",
+        "replay",
+        "topics",
+        "produce",
+        "tail",
+        "dlq",
+        "simulate-api",
+    ]
 
 
 def test_rules_check_loads_no_kafka() -> None:

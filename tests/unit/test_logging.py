@@ -7,11 +7,13 @@ import logging
 
 import pytest
 import structlog
+from aiokafka.errors import GroupCoordinatorNotAvailableError, NodeNotReadyError
 from pydantic import SecretStr
 
 from promo_bridge.observability.logging import (
     REDACTED,
     RepeatLimiter,
+    StartupCoordinatorFilter,
     configure_logging,
     redact_secrets,
 )
@@ -71,6 +73,29 @@ def test_a_storm_of_one_library_error_becomes_one_line_per_interval() -> None:
     late = record("aiokafka.conn", "Unable connect to node %s")
     assert limiter.filter(late)
     assert late.msg == "Unable connect to node %s [999 more like this held back]"
+
+
+def test_coordinator_not_available_is_info_during_start_up_only() -> None:
+    """GroupCoordinatorNotAvailable is INFO in the grace period, ERROR after; others untouched."""
+    now = [0.0]
+    quiet = StartupCoordinatorFilter(grace_s=60.0, clock=lambda: now[0])
+
+    def record(error: Exception) -> logging.LogRecord:
+        name = "aiokafka.consumer.group_coordinator"
+        msg = "Group Coordinator Request failed: %s"
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (error,), None)
+
+    early = record(GroupCoordinatorNotAvailableError())
+    assert quiet.filter(early)
+    assert (early.levelno, early.levelname) == (logging.INFO, "INFO")
+    assert early.getMessage().endswith("(expected while the broker starts; retrying)")
+    other = record(NodeNotReadyError())
+    assert quiet.filter(other)
+    assert other.levelno == logging.ERROR
+    now[0] = 61.0
+    late = record(GroupCoordinatorNotAvailableError())
+    assert quiet.filter(late)
+    assert late.levelno == logging.ERROR
 
 
 def test_request_urls_of_httpx_stay_out_of_info_logs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -390,6 +390,12 @@ class CapillaryClient:
         await self._auth.aclose()
         await self._http.aclose()
 
+    def budget_use(self) -> dict[str, tuple[int, int]]:
+        """Per endpoint: calls counted in the current budget window, and the limit."""
+        budgets = {str(e.value): b for e, b in self._budgets.items()}
+        budgets[LookupEndpoint.PROMOTION_DATA.value] = self._lookup_budget
+        return {name: (budget.used(), budget.calls) for name, budget in budgets.items()}
+
     async def authenticate(self) -> None:
         """Prove the credentials now, without a side effect (a readiness probe).
 

@@ -77,6 +77,16 @@ class CallBudget:
         """The spacing between calls once the burst is used."""
         return self._interval
 
+    @property
+    def calls(self) -> int:
+        """The most calls allowed in one window."""
+        return self._calls
+
+    def used(self) -> int:
+        """Calls taken that still count in the window now (in flight or recently answered)."""
+        now, window = self._clock(), self._window
+        return sum(1 for s in self._log if s.end is None or s.end + window > now)
+
     def defer(self, until: float) -> None:
         """Take no call before `until` (the API asked to wait: a 429 or 503 Retry-After)."""
         self._paused_until = max(self._paused_until, until)

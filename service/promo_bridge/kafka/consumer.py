@@ -21,6 +21,7 @@ from aiokafka.structs import OffsetAndMetadata
 from promo_bridge.domain.flow import InputRecord, PauseReason
 from promo_bridge.kafka.restore import OutcomeRestorer, RestoreError, encode_mark
 from promo_bridge.observability.metrics import Metrics
+from promo_bridge.observability.status import PartitionStatus
 from promo_bridge.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,19 @@ class ConsumerLoop:
         """True while fetches succeed."""
         last = self._last_fetch_ok
         return last is not None and self._clock() - last < self._config.broker_stale_s
+
+    def partition_status(self) -> list[PartitionStatus]:
+        """The assigned partitions with the offsets the lag gauge is computed from."""
+        return [
+            PartitionStatus(
+                topic=tp.topic,
+                partition=tp.partition,
+                highwater=self._consumer.highwater(tp),
+                committed=self._committed.get(tp),
+                paused=tp in self._paused,
+            )
+            for tp in sorted(self._consumer.assignment())
+        ]
 
     # -- the loop ---------------------------------------------------------------------------
 

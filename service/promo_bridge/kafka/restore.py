@@ -242,15 +242,7 @@ class OutcomeRestorer:
         return records
 
     async def _partition_counts(self, topics: list[str]) -> dict[str, int | None]:
-        # Listing first: a metadata request naming a missing topic may create it (broker
-        # auto-creation), with the wrong partition count.
-        known = set(await self._admin.list_topics())
-        existing = [topic for topic in dict.fromkeys(topics) if topic in known]
-        described = await self._admin.describe_topics(existing) if existing else []
-        counts: dict[str, int | None] = dict.fromkeys(topics)
-        for topic in described:
-            counts[topic["topic"]] = len(topic["partitions"])
-        return counts
+        return await count_partitions(self._admin, topics)
 
     async def restore(self, assigned: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Restored]:
         """Read back the completed work of input partitions; RestoreError when it cannot."""
@@ -361,6 +353,22 @@ class OutcomeRestorer:
             for tp in list(remaining):
                 if await self._reader.position(tp) >= ends[tp]:
                     remaining.discard(tp)
+
+
+async def count_partitions(
+    admin: AIOKafkaAdminClient, topics: Iterable[str]
+) -> dict[str, int | None]:
+    """Each topic's partition count, None for a missing one; read-only (creates no topic)."""
+    wanted = list(dict.fromkeys(topics))
+    # Listing first: a metadata request naming a missing topic may create it (broker
+    # auto-creation), with the wrong partition count.
+    known = set(await admin.list_topics())
+    existing = [topic for topic in wanted if topic in known]
+    described = await admin.describe_topics(existing) if existing else []
+    counts: dict[str, int | None] = dict.fromkeys(wanted)
+    for topic in described:
+        counts[topic["topic"]] = len(topic["partitions"])
+    return counts
 
 
 def _outcomes(records: Iterable[Any]) -> Iterable[RestoredOutcome]:

@@ -59,6 +59,40 @@ class RepeatLimiter(logging.Filter):
         return True
 
 
+class StartupCoordinatorFilter(logging.Filter):
+    """For `grace_s` after start, aiokafka's GroupCoordinatorNotAvailable error is INFO.
+
+    aiokafka logs "Group Coordinator Request failed: ... GroupCoordinatorNotAvailableError" at
+    ERROR while the broker is still loading its group coordinator, which a fresh or restarted
+    broker does on every start, and retries until it answers: an error line
+    in every healthy start-up teaches operators to ignore error lines. After the grace period
+    the same message is an error again, since the coordinator should be long up by then.
+    """
+
+    _MESSAGE = "Group Coordinator Request failed"
+
+    def __init__(self, grace_s: float = 60.0, clock: Any = None) -> None:
+        super().__init__()
+        self._clock = clock or time.monotonic
+        self._until = self._clock() + grace_s
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always True; lowers the level of the start-up coordinator message in the window."""
+        if (
+            record.levelno == logging.ERROR
+            and record.name.startswith("aiokafka.")
+            and str(record.msg).startswith(self._MESSAGE)
+            and any(
+                type(arg).__name__ == "GroupCoordinatorNotAvailableError"
+                for arg in record.args or ()
+            )
+            and self._clock() < self._until
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg} (expected while the broker starts; retrying)"
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library (aiokafka, uvicorn) to one JSON stream."""
     shared: list[Any] = [
@@ -88,6 +122,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler.setFormatter(formatter)
     # A logger's own filters do not apply to its children's records: filter at the handler.
     handler.addFilter(RepeatLimiter("aiokafka"))
+    handler.addFilter(StartupCoordinatorFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
