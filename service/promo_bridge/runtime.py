@@ -240,7 +240,7 @@ async def _running(service: Service) -> AsyncIterator[ConsumerLoop]:
             await asyncio.shield(_shutdown(service.settings, parts, dispatcher))
 
 
-async def _prove_credentials(service: Service, parts: _Parts, retry_s: float = 30.0) -> None:
+async def _prove_credentials(service: Service, parts: _Parts, retry_s: float = 5.0) -> None:
     """Prove the Capillary credentials at start-up; retry until they are accepted.
 
     A wrong password or an unreachable base URL shows at once, in /readyz and in one log line

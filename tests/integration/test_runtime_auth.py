@@ -110,7 +110,7 @@ async def test_wrong_credentials_are_found_at_start_up_before_any_event(
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No event yet: the start-up probe finds the refused password; not ready, one clear line."""
+    """No event: the probe finds the refused password (not ready, one line); fixed, ready."""
     sim = Simulator(credentials=Credentials(password="rotated-elsewhere"))
     settings = await rig.prepare(sim, partitions=1, batch_window_ms=50)
 
@@ -126,6 +126,13 @@ async def test_wrong_credentials_are_found_at_start_up_before_any_event(
             what="partitions assigned",
         )
         readiness = service.readiness()
+        # Fixed by the org, still no event: the probe, retried, proves them and it turns ready.
+        sim.set_credentials(password="server123")
+        await wait_until(
+            lambda: service.readiness().ready,
+            timeout_s=20,
+            what="ready once the credentials are accepted",
+        )
     captured = capfd.readouterr()
     logged = captured.out + captured.err + caplog.text
 
