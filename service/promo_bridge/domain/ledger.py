@@ -255,15 +255,9 @@ class Ledger:
             key, holding = found
             intent = holding.intents.pop(outcome.command_id)
             if outcome.status in _APPLIED:
-                if intent.action is Action.ENROL and outcome.issual_id:
-                    holding.issual_id = outcome.issual_id
-                elif intent.action is Action.EARN and outcome.earned_id:
-                    holding.earned = _with(holding.earned, outcome.earned_id)
-                if outcome.order_id is not None:
-                    earned = holding.orders.get(outcome.order_id, ())
-                    if intent.action is Action.EARN and outcome.earned_id not in (None, *earned):
-                        earned = (*earned, str(outcome.earned_id))
-                    holding.orders[outcome.order_id] = earned
+                _record_effect(
+                    holding, intent.action, outcome.order_id, outcome.issual_id, outcome.earned_id
+                )
             holding.seen_ms = now_ms
             changed[(partition, key)] = holding
         return _records(changed)
@@ -330,18 +324,9 @@ def _apply(holding: Holding, command: Command, result: CommandResult, now_ms: in
     action = command.action
     # The earnIds a revoke carried are gone once it applied (or was already applied).
     sent_ids = command.earn_ids if action in ORDER_REVOKES else ()
-    if order is not None and action in VERIFIED_ACTIONS:
-        earned = holding.orders.get(order, ())
-        if action is Action.EARN and result.earned_id and result.earned_id not in earned:
-            earned = (*earned, result.earned_id)
-        holding.orders[order] = earned
-        changed = True
-    if action is Action.ENROL and result.issual_id:
-        holding.issual_id = result.issual_id
-        changed = True
-    elif action is Action.EARN and result.earned_id:
-        holding.earned = _with(holding.earned, result.earned_id)
-        changed = True
+    if action in VERIFIED_ACTIONS:
+        effect = _record_effect(holding, action, order, result.issual_id, result.earned_id)
+        changed = effect or changed
     elif action is Action.REVOKE_ENROL and holding.issual_id is not None:
         holding.issual_id = None
         changed = True
@@ -349,6 +334,33 @@ def _apply(holding: Holding, command: Command, result: CommandResult, now_ms: in
     revoked -= set(holding.revoked)
     holding.revoked = (*holding.revoked, *sorted(revoked))
     return changed or bool(revoked)
+
+
+def _record_effect(
+    holding: Holding,
+    action: Action,
+    order_id: str | None,
+    issual_id: str | None,
+    earned_id: str | None,
+) -> bool:
+    """What an applied ENROL or EARN made (answered, or read back); whether anything changed.
+
+    The order is recorded even when it earned nothing here, so that a return of it is known.
+    """
+    changed = False
+    if order_id is not None:
+        earned = holding.orders.get(order_id, ())
+        if action is Action.EARN and earned_id:
+            earned = _with(earned, earned_id)
+        holding.orders[order_id] = earned
+        changed = True
+    if action is Action.ENROL and issual_id:
+        holding.issual_id = issual_id
+        changed = True
+    elif action is Action.EARN and earned_id:
+        holding.earned = _with(holding.earned, earned_id)
+        changed = True
+    return changed
 
 
 def _with(ids: tuple[str, ...], new: str) -> tuple[str, ...]:
