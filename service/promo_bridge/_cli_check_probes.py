@@ -22,11 +22,10 @@ from promo_bridge.capillary import (
     CapillaryClient,
     LookupFailedError,
 )
-from promo_bridge.domain.commands import PromotionRef
 from promo_bridge.domain.rules import RulesError, RuleSet, load_rules
 from promo_bridge.kafka.restore import OutcomeRestorer, TopologyError
 from promo_bridge.runtime_banner import safe_url
-from promo_bridge.runtime_client import prove_credentials
+from promo_bridge.runtime_client import probe_promotion, prove_credentials
 from promo_bridge.settings import (
     ENV_PREFIX,
     AuthMode,
@@ -40,7 +39,6 @@ Level = Literal["ok", "warning", "error"]
 
 # A customer no org holds: Capillary answers "unknown customer" (code 8015) to an
 # authenticated lookup of it, and 401 when the credentials are wrong.
-_PROBE_PROMOTION: Final = PromotionRef(program_id=1, promotion_id=1)
 # Enough to tell a refusal from an outage without the service's long backoff.
 _PROBE_ATTEMPTS: Final = 2
 
@@ -210,7 +208,7 @@ async def _capillary(
     async with CapillaryClient(client_config) as client:
         try:
             await prove_credentials(
-                client, settings.capillary_auth is AuthMode.BASIC, _probe_promotion(rules)
+                client, settings.capillary_auth is AuthMode.BASIC, probe_promotion(rules)
             )
         except AuthenticationFailed as exc:
             findings.add(
@@ -235,9 +233,3 @@ async def _capillary(
             )
             return
     findings.add("ok", f"capillary: {where} accepted the {settings.capillary_auth} credentials")
-
-
-def _probe_promotion(rules: RuleSet | None) -> PromotionRef:
-    # A promotion of the org's own program, where the rules name one.
-    first = next(iter(rules.promotions.values()), None) if rules is not None else None
-    return first.ref if first is not None else _PROBE_PROMOTION

@@ -27,7 +27,6 @@ from promo_bridge.capillary import (
     CapillaryClient,
     LookupFailedError,
 )
-from promo_bridge.domain.commands import PromotionRef
 from promo_bridge.domain.flow import Flow
 from promo_bridge.domain.rules import RuleSet, load_rules
 from promo_bridge.kafka.consumer import ConsumerLoop
@@ -38,7 +37,12 @@ from promo_bridge.observability.metrics import Metrics
 from promo_bridge.observability.status import BudgetUse, StatusSnapshot
 from promo_bridge.pipeline import Pipeline
 from promo_bridge.runtime_banner import effective_config, safe_url
-from promo_bridge.runtime_client import CapillarySender, metrics_hooks, prove_credentials
+from promo_bridge.runtime_client import (
+    CapillarySender,
+    metrics_hooks,
+    probe_promotion,
+    prove_credentials,
+)
 from promo_bridge.settings import ENV_PREFIX, AuthMode, Settings
 
 log = structlog.get_logger(__name__)
@@ -249,8 +253,7 @@ async def _prove_credentials(service: Service, parts: _Parts, retry_s: float = 5
     settings = service.settings
     basic = settings.capillary_auth is AuthMode.BASIC
     where = safe_url(settings.capillary_base_url)
-    promotion = next(iter(service.rules.promotions.values()), None)
-    probe = promotion.ref if promotion is not None else PromotionRef(program_id=1, promotion_id=1)
+    probe = probe_promotion(service.rules)
     said = ""
     while True:
         try:

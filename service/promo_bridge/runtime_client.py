@@ -21,6 +21,7 @@ from promo_bridge.capillary import (
 from promo_bridge.domain.commands import Batch, Command, IdentifierName, PromotionRef
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
 from promo_bridge.domain.reconcile import Finding, Standing, Verdict, verified_result, verify
+from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -192,6 +193,12 @@ def metrics_hooks(metrics: Metrics) -> ClientHooks:
 # and a lookup changes nothing.
 PROBE_CUSTOMER = "0"
 PROBE_SOURCE = "INSTORE"
+
+
+def probe_promotion(rules: RuleSet | None) -> PromotionRef:
+    """The promotion a credentials lookup asks about: one of the org's own, where rules name one."""
+    first = next(iter(rules.promotions.values()), None) if rules is not None else None
+    return first.ref if first is not None else PromotionRef(program_id=1, promotion_id=1)
 
 
 async def prove_credentials(client: CapillaryClient, basic: bool, promotion: PromotionRef) -> None:
