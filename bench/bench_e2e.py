@@ -73,6 +73,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="latency again at this fraction of the measured events/s (durable); 0: skip",
     )
     parser.add_argument("--skip-throughput", action="store_true", help="only the latency mode")
+    parser.add_argument(
+        "--variants",
+        default=",".join(v.key for v in VARIANTS),
+        help="comma-separated subset of: " + ", ".join(v.key for v in VARIANTS),
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy samples each service run: .run/bench/e2e/profiles/<run>.txt",
+    )
     return parser.parse_args(argv)
 
 
@@ -104,6 +114,8 @@ def table(measurements: list[Measurement]) -> list[str]:
     rows = [header]
     for variant in VARIANTS:
         runs = [m for m in measurements if m.variant == variant.key]
+        if not runs:
+            continue
         rate = mean_rate(measurements, variant.key)
         cpu_s = sum(m.cpu_s for m in runs)
         events = sum(m.events for m in runs)
@@ -144,9 +156,18 @@ async def throughput(
         flush=True,
     )
     measurements = [
-        await measure_run(rig, variant, round_number, args.events, per_event, rules[per_event])
+        await measure_run(
+            rig,
+            variant,
+            round_number,
+            args.events,
+            per_event,
+            rules[per_event],
+            profile_dir=rig.directory / "profiles" if args.profile else None,
+        )
         for round_number in range(1, args.rounds + 1)
         for variant in VARIANTS
+        if variant.key in args.variants.split(",")
     ]
     (rig.directory / "throughput.json").write_text(
         json.dumps([asdict(m) for m in measurements], indent=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -221,8 +222,13 @@ async def measure_run(
     events: int,
     per_event: int,
     rules_file: Path,
+    profile_dir: Path | None = None,
 ) -> Measurement:
-    """Produce the backlog, let one process work it off, and take its figures."""
+    """Produce the backlog, let one process work it off, and take its figures.
+
+    With `profile_dir`, py-spy samples a service process for the whole run (collapsed stacks
+    in `<run>.txt`, for a flame graph or `bench/profile_top.py`); it costs the process nothing.
+    """
     bootstrap = rig.broker.bootstrap
     topics = await fresh_run(rig, f"e2e-r{round_number}-{variant.key}")
     await produce_events(
@@ -236,6 +242,9 @@ async def measure_run(
     # The clock and the CPU count start once the clients started: imports and connecting are
     # the same whatever the backlog, and would swamp the per-event figures of a small one.
     started = time.monotonic()
+    profiler = None
+    if profile_dir is not None and variant.service:
+        profiler = _profile(proc.pid, profile_dir / f"{topics.name}.txt")
     elapsed_s: float | None
     try:
         cpu_started_s = cpu_seconds(proc.pid)
@@ -250,6 +259,8 @@ async def measure_run(
         peak_rss_mb, _ = memory_mb(proc.pid)
     finally:
         local_stack.stop(proc, timeout_s=30)
+        if profiler is not None:
+            profiler.wait(timeout=30)
     commands = events * per_event if variant.service and variant.matching else 0
     stats = await rig.admin("stats")
     measurement = Measurement(
@@ -268,6 +279,16 @@ async def measure_run(
     )
     check(topics.name, variant, measurement, stats)
     return measurement
+
+
+def _profile(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if py_spy is None:
+        say("profile", "py-spy is not installed (pip install py-spy): running without a profile")
+        return None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(output)]
+    return subprocess.Popen([*argv, "--rate", "200", "--nonblocking"], stdout=subprocess.DEVNULL)
 
 
 def check(name: str, variant: Variant, measurement: Measurement, stats: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, TypeAdapter, create_model
 
 from promo_bridge.domain.dead_letters import DeadLetterRecord
 from promo_bridge.domain.events import (
@@ -81,14 +81,15 @@ def _envelope(event_type: str, payload: type[BaseModel]) -> type[BaseModel]:
 
 
 def _schema(
-    model: type[BaseModel],
+    model: type[Any],
     *,
     mode: Literal["validation", "serialization"],
     title: str,
     description: str,
     patch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    body = model.model_json_schema(mode=mode, ref_template="#/$defs/{model}")
+    # A TypeAdapter reads pydantic models and annotated dataclasses (the outcome record) alike.
+    body = TypeAdapter(model).json_schema(mode=mode, ref_template="#/$defs/{model}")
     if patch is not None:
         patch(body)
     return {"$schema": DIALECT, "title": title, "description": description} | {

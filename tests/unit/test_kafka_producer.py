@@ -17,12 +17,12 @@ from runtime_support import wait_until
 AT = datetime(2026, 11, 29, tzinfo=UTC)
 
 
-def outcome(command_id: str) -> OutcomeRecord:
+def outcome(command_id: str, partition: int = 0) -> OutcomeRecord:
     return OutcomeRecord(
         command_id=command_id,
         event_id="e1",
         topic="orders",
-        partition=0,
+        partition=partition,
         offset=0,
         rule="r",
         action="enrol",
@@ -36,8 +36,28 @@ def outcome(command_id: str) -> OutcomeRecord:
     )
 
 
+class FakeBatch:
+    """aiokafka's BatchBuilder as the publisher uses it: records appended, then closed."""
+
+    def __init__(self, room: int = 1000) -> None:
+        self.keys: list[bytes | None] = []
+        self.room = room
+        self.closed = False
+
+    def append(self, *, timestamp: None, key: bytes | None, value: Any, headers: Any) -> Any:
+        if self.closed or len(self.keys) == self.room:
+            return None
+        self.keys.append(key)
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeProducer:
     """Acknowledges sends, or fails each with the error it was built with."""
+
+    batch_room = 1000
 
     def __init__(self, error: Exception | None = None, start_error: Exception | None = None):
         self.error = error
@@ -62,6 +82,20 @@ class FakeProducer:
         else:
             self.sent.append((topic, key, partition))
             future.set_result(SimpleNamespace(offset=100 + len(self.sent)))
+        return future
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.batch_room)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        assert batch.closed
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.error is not None:
+            future.set_exception(self.error)
+        else:
+            base = 101 + len(self.sent)
+            self.sent.extend((topic, key, partition) for key in batch.keys)
+            future.set_result(SimpleNamespace(offset=base, partition=partition))
         return future
 
 
@@ -162,34 +196,54 @@ async def test_an_outcome_that_landed_before_a_lost_answer_is_not_published_twic
 
 
 class HalfWayProducer(FakeProducer):
-    """Queues the first sends (acknowledged only when released), then refuses one at once."""
+    """Queues the first batches (acknowledged only when released), then refuses one at once."""
 
     def __init__(self, refuse_at: int) -> None:
         super().__init__()
         self.refuse_at = refuse_at
-        self.queued: list[asyncio.Future[Any]] = []
+        self.queued: list[tuple[asyncio.Future[Any], int]] = []
 
-    async def send(
-        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, partition: int | None
-    ) -> Any:
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
         if len(self.queued) == self.refuse_at:
             raise KafkaTimeoutError
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.queued.append(future)
+        self.queued.append((future, partition))
         return future
 
     def release(self) -> None:
-        for offset, future in enumerate(self.queued):
-            future.set_result(SimpleNamespace(offset=offset))
+        for future, partition in self.queued:
+            future.set_result(SimpleNamespace(offset=0, partition=partition))
 
 
 async def test_a_send_refused_half_way_waits_for_the_records_already_queued() -> None:
     """The publish fails only once the records queued before the refusal landed or failed."""
     producer = HalfWayProducer(refuse_at=2)
     publisher = publisher_over([producer], [])
-    publish = asyncio.create_task(publisher.publish_outcomes([outcome(f"c{i}") for i in range(3)]))
-    await wait_until(lambda: len(producer.queued) == 2, timeout_s=5, what="two records queued")
+    records = [outcome(f"c{i}", partition=i) for i in range(3)]
+    publish = asyncio.create_task(publisher.publish_outcomes(records))
+    await wait_until(lambda: len(producer.queued) == 2, timeout_s=5, what="two batches queued")
     assert not publish.done()
     producer.release()
     with pytest.raises(PublishError):
         await asyncio.wait_for(publish, 5)
+
+
+async def test_records_go_a_batch_per_partition_and_keep_their_order() -> None:
+    """Outcomes of several partitions go one batch each; offsets come back in input order."""
+    producer = FakeProducer()
+    publisher = publisher_over([producer], [])
+    records = [outcome("a0", 0), outcome("b1", 1), outcome("c0", 0), outcome("d1", 1)]
+    offsets = await publisher.publish_outcomes(records)
+    assert [partition for _, _, partition in producer.sent] == [0, 0, 1, 1]
+    # Partition 0's batch landed at 101 (a0, c0), partition 1's at 103 (b1, d1).
+    assert offsets == [101, 103, 102, 104]
+
+
+async def test_a_full_batch_is_sent_and_the_rest_goes_in_the_next() -> None:
+    """A partition's records beyond one batch's room go in further batches, offsets in order."""
+    producer = FakeProducer()
+    producer.batch_room = 2
+    publisher = publisher_over([producer], [])
+    offsets = await publisher.publish_outcomes([outcome(f"c{i}") for i in range(5)])
+    assert offsets == [101, 102, 103, 104, 105]
+    assert len(producer.sent) == 5

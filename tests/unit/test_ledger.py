@@ -109,6 +109,39 @@ def test_idle_holdings_expire_with_a_tombstone_but_never_with_an_open_intent() -
     assert set(ledger.open_intents(0)) == {direct.command_id}
 
 
+def test_expiry_takes_exactly_the_idle_holdings_whatever_order_they_were_read_back_in() -> None:
+    """A holding changed lately stays, older ones go, also when the topic held them unordered."""
+    ledger = Ledger()
+    changed_at = {"1": 5 * DAY_MS, "2": 1 * DAY_MS, "3": 9 * DAY_MS, "4": 2 * DAY_MS}
+    # As time goes (the service's clock), in an order that is not the customers'.
+    for customer, at_ms in sorted(changed_at.items(), key=lambda item: item[1]):
+        enrol = commands(customer)[0]
+        ledger.settle([(enrol, result(enrol, issual_id=customer))], now_ms=at_ms)
+    # Customer 2's holding changes again, latest of all.
+    enrol_2 = commands("2")[0]
+    ledger.settle([(enrol_2, result(enrol_2, issual_id="2b"))], now_ms=10 * DAY_MS)
+    read_back = Ledger()
+    read_back.restore(
+        0,
+        [
+            (
+                encode_key(("key", customer, enrol_2.subject_label)),
+                Holding(
+                    issual_id=customer, seen_ms=10 * DAY_MS if customer == "2" else at_ms
+                ).encode(),
+            )
+            # Not the order of the changes.
+            for customer, at_ms in sorted(changed_at.items(), reverse=True)
+        ],
+    )
+    for holdings in (ledger, read_back):
+        gone = holdings.expire(now_ms=36 * DAY_MS, retention_ms=30 * DAY_MS)
+        assert sorted(t.key for t in gone) == [
+            encode_key(("key", customer, enrol_2.subject_label)) for customer in ("1", "4")
+        ]
+        assert len(holdings) == 2
+
+
 def test_verify_tells_applied_from_not_applied_and_undecided() -> None:
     """ENROL by issualId; EARN by earnedIds this service did not record (one: ours)."""
     enrol, earn, _ = commands()

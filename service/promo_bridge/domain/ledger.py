@@ -18,10 +18,11 @@ the retention are dropped with a tombstone. Pure: time is a parameter, records a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from promo_bridge.domain.commands import Action, Command
 from promo_bridge.domain.outcomes import CommandResult, OutcomeStatus
@@ -104,13 +105,13 @@ class Holding:
             body["o"] = self.orders
         if self.returned:
             body["x"] = self.returned
-        return json.dumps(body, separators=(",", ":")).encode()
+        return orjson.dumps(body)
 
     @classmethod
     def decode(cls, raw: bytes) -> Holding:
         """A holding from its state record value; ValueError when it is not one."""
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)
             # One string per earnedId, shared by `earned`, `revoked` and `orders`.
             ids: dict[str, str] = {}
 
@@ -131,7 +132,7 @@ class Holding:
                 returned={str(o): int(at) for o, at in body.get("x", {}).items()},
                 seen_ms=int(body.get("t", 0)),
             )
-        except (TypeError, AttributeError, KeyError) as exc:
+        except (TypeError, AttributeError, KeyError, orjson.JSONDecodeError) as exc:
             raise ValueError(f"not a holding: {exc}") from None
 
 
@@ -198,8 +199,8 @@ class Ledger:
             holding = self._holding(command, create=True)
             assert holding is not None
             holding.intents[command.command_id] = Intent(command.action, now_ms)
-            holding.seen_ms = now_ms
             changed[(command.position.partition, holding_key(command))] = holding
+        self._touch(changed, now_ms)
         return _records(changed)
 
     def settle(
@@ -213,8 +214,8 @@ class Ledger:
                 continue
             if not _apply(holding, command, result, now_ms):
                 continue
-            holding.seen_ms = now_ms
             changed[(command.position.partition, holding_key(command))] = holding
+        self._touch(changed, now_ms)
         return _records(changed)
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
@@ -234,7 +235,8 @@ class Ledger:
                 holdings[key] = Holding.decode(raw_value)
             except ValueError:
                 continue
-        self._partitions[partition] = holdings
+        # In the order `expire` relies on: the topic's order is the writers', whose clocks differ.
+        self._partitions[partition] = dict(sorted(holdings.items(), key=_seen_ms))
         return len(holdings)
 
     def settle_restored(
@@ -258,8 +260,8 @@ class Ledger:
                 _record_effect(
                     holding, intent.action, outcome.order_id, outcome.issual_id, outcome.earned_id
                 )
-            holding.seen_ms = now_ms
             changed[(partition, key)] = holding
+        self._touch(changed, now_ms)
         return _records(changed)
 
     def start_empty(self, partition: int) -> None:
@@ -271,20 +273,34 @@ class Ledger:
         self._partitions.pop(partition, None)
 
     def expire(self, now_ms: int, retention_ms: int) -> list[StateRecord]:
-        """Drop holdings idle for longer than the retention (never one with an open intent)."""
+        """Drop holdings idle for longer than the retention (never one with an open intent).
+
+        Holdings are kept in the order they were last changed (`_touch`), so this looks at the
+        idle ones only and stops at the first recent one: it runs with every commit, and a scan
+        of a million holdings would hold the event loop for a tenth of a second each time.
+        """
         tombstones = []
         for partition, holdings in self._partitions.items():
-            idle = [
-                key
-                for key, holding in holdings.items()
-                if not holding.intents and now_ms - holding.seen_ms > retention_ms
-            ]
+            idle = []
+            for key, holding in holdings.items():
+                if now_ms - holding.seen_ms <= retention_ms:
+                    break
+                if not holding.intents:
+                    idle.append(key)
             for key in idle:
                 del holdings[key]
                 tombstones.append(StateRecord(partition, encode_key(key), None))
         return tombstones
 
     # -- internals ------------------------------------------------------------------------
+
+    def _touch(self, changed: Mapping[tuple[int, HoldingKey], Holding], now_ms: int) -> None:
+        """Mark holdings changed now: moved to the end, the order `expire` relies on."""
+        for (partition, key), holding in changed.items():
+            holding.seen_ms = now_ms
+            holdings = self._partitions[partition]
+            del holdings[key]
+            holdings[key] = holding
 
     def _holding(self, command: Command, *, create: bool) -> Holding | None:
         holdings = self._partitions.get(command.position.partition)
@@ -361,6 +377,10 @@ def _record_effect(
         holding.earned = _with(holding.earned, earned_id)
         changed = True
     return changed
+
+
+def _seen_ms(item: tuple[HoldingKey, Holding]) -> int:
+    return item[1].seen_ms
 
 
 def _with(ids: tuple[str, ...], new: str) -> tuple[str, ...]:

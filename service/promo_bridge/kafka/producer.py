@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -31,7 +31,7 @@ from aiokafka.errors import (
 
 from promo_bridge.domain.dead_letters import DeadLetterRecord
 from promo_bridge.domain.ledger import StateRecord
-from promo_bridge.domain.outcomes import OutcomeRecord
+from promo_bridge.domain.outcomes import OutcomeRecord, encode_outcome
 from promo_bridge.kafka.restore import OutcomeRestorer, RestoreError
 
 log = structlog.get_logger(__name__)
@@ -113,7 +113,7 @@ class RecordPublisher:
                 [
                     (
                         record.identifier_value.encode(),
-                        record.model_dump_json().encode(),
+                        encode_outcome(record),
                         [],
                         record.partition,
                     )
@@ -190,24 +190,28 @@ class RecordPublisher:
         return True
 
     async def _send_all(self, topic: str, records: Sequence[_Record]) -> list[int]:
+        """Send and wait for every acknowledgement; the offsets in the order of `records`."""
         producer = self._producer
-        futures: list[asyncio.Future[Any]] = []
+        # (future, how many records it acknowledges; 0 for a single send's own future)
+        futures: list[tuple[asyncio.Future[Any], int]] = []
         try:
             try:
-                for key, value, headers, partition in records:
-                    futures.append(
-                        await producer.send(
+                if all(record[3] is not None for record in records):
+                    await _queue_batches(producer, topic, records, futures)
+                else:
+                    for key, value, headers, partition in records:
+                        future = await producer.send(
                             topic, value=value, key=key, headers=headers, partition=partition
                         )
-                    )
+                        futures.append((future, 0))
             except Exception:
                 # A send refused half-way (no metadata while the broker is away) leaves the
                 # records queued before it on their way: they land once the broker is back.
                 # Wait for them to land or fail, so that a retry's read-back sees the ones
                 # that landed instead of sending them a second time.
-                await asyncio.gather(*futures, return_exceptions=True)
+                await asyncio.gather(*(f for f, _ in futures), return_exceptions=True)
                 raise
-            settled = await asyncio.gather(*futures, return_exceptions=True)
+            settled = await asyncio.gather(*(f for f, _ in futures), return_exceptions=True)
             _raise_first_error(settled)
         except _FATAL_TO_PRODUCER as exc:
             await self._replace(producer, exc)
@@ -219,9 +223,9 @@ class RecordPublisher:
         finally:
             # A send that failed half-way leaves futures nobody awaits: retrieve their errors
             # so that asyncio does not log each as "never retrieved".
-            for future in futures:
+            for future, _ in futures:
                 future.add_done_callback(_retrieve)
-        return [int(meta.offset) for meta in settled if not isinstance(meta, BaseException)]
+        return _offsets(records, futures, settled)
 
     async def _replace(self, broken: AIOKafkaProducer, error: Exception) -> None:
         """Swap in a new producer once, however many sends saw the old one fail."""
@@ -243,6 +247,67 @@ class RecordPublisher:
             self._on_replace()
 
 
+async def _queue_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Sequence[_Record],
+    futures: list[tuple[asyncio.Future[Any], int]],
+) -> None:
+    """Queue the records as one batch per partition (more where one fills up).
+
+    One future per batch instead of one per record: resolving a future per record and waking
+    every waiter cost more CPU than building the records (a profile at ~10 %). The records of
+    a batch land at consecutive offsets from the batch's base offset.
+    """
+    by_partition: dict[int, list[_Record]] = {}
+    for record in records:
+        by_partition.setdefault(cast("int", record[3]), []).append(record)
+    for partition, own in by_partition.items():
+        builder = producer.create_batch()
+        count = 0
+        for key, value, headers, _ in own:
+            while builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                if count == 0:
+                    # The builder takes any first record, so an empty batch refusing one
+                    # cannot happen; a record over the request size fails in the send.
+                    raise RecordTooLargeError(f"{topic}: a record no batch can hold")
+                futures.append((await _send_batch(producer, builder, topic, partition), count))
+                builder, count = producer.create_batch(), 0
+            count += 1
+        futures.append((await _send_batch(producer, builder, topic, partition), count))
+
+
+async def _send_batch(
+    producer: AIOKafkaProducer, builder: Any, topic: str, partition: int
+) -> asyncio.Future[Any]:
+    # Closed, the batch leaves at once instead of lingering for records it will never get.
+    builder.close()
+    return cast(
+        "asyncio.Future[Any]", await producer.send_batch(builder, topic, partition=partition)
+    )
+
+
+def _offsets(
+    records: Sequence[_Record],
+    futures: Sequence[tuple[asyncio.Future[Any], int]],
+    settled: Sequence[Any],
+) -> list[int]:
+    """Each record's offset, in the order of `records` (batches hold them by partition)."""
+    if all(count == 0 for _, count in futures):
+        return [int(meta.offset) for meta in settled]
+    landed: dict[int, list[int]] = {}
+    for (_, count), meta in zip(futures, settled, strict=True):
+        base = int(meta.offset)
+        landed.setdefault(int(meta.partition), []).extend(range(base, base + count))
+    cursor = dict.fromkeys(landed, 0)
+    offsets = []
+    for record in records:
+        partition = cast("int", record[3])
+        offsets.append(landed[partition][cursor[partition]])
+        cursor[partition] += 1
+    return offsets
+
+
 def _raise_first_error(settled: Sequence[Any]) -> None:
     for outcome in settled:
         if isinstance(outcome, BaseException):
@@ -260,5 +325,8 @@ def producer_options(*, idempotence: bool) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": idempotence,
         "linger_ms": 5,
+        # Outcome and state records go a batch per partition (see _queue_batches): room for
+        # a whole bulk call's records in one, well under the broker's 1 MB message limit.
+        "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
     }
