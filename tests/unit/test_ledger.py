@@ -50,7 +50,7 @@ def test_an_intent_is_recorded_for_enrol_and_earn_only() -> None:
 
 
 def test_a_result_closes_its_intent_and_records_what_it_produced() -> None:
-    """An applied EARN's earnedId and an ENROL's issualId are kept; the intent is gone."""
+    """An applied EARN's earnedId is kept, and the order it came from; the intent is gone."""
     enrol, earn, _ = commands()
     ledger = Ledger()
     ledger.intend([enrol], now_ms=1)
@@ -60,7 +60,26 @@ def test_a_result_closes_its_intent_and_records_what_it_produced() -> None:
     assert ledger.open_intents(0) == {}
     assert ledger.known_earned(earn) == frozenset({"900"})
     holding = Holding.decode(records[-1].value or b"")
-    assert (holding.issual_id, holding.earned) == ("845", ("900",))
+    assert (holding.earned, holding.orders) == (("900",), {earn.order_id: ("900",)})
+
+
+def test_a_holding_left_with_nothing_is_dropped_with_a_tombstone() -> None:
+    """Without revokes in the rules, a settled ENROL leaves nothing: no memory, a tombstone."""
+    enrol = commands()[0]
+    ledger = Ledger(track_orders=False)
+    assert ledger.intend([enrol], now_ms=1)[0].value is not None
+    records = ledger.settle([(enrol, result(enrol, issual_id="845"))], now_ms=2)
+    assert [(decode_key(r.key), r.value) for r in records] == [
+        (("key", "7", enrol.subject_label), None)
+    ]
+    assert len(ledger) == 0
+    # Settled without an intent (durable state off) leaves nothing either.
+    ledger.settle([(enrol, result(enrol, issual_id="845"))], now_ms=3)
+    assert len(ledger) == 0
+    # With order revokes in the rules, the order is kept: a return of it is known.
+    tracking = Ledger()
+    tracking.settle([(enrol, result(enrol, issual_id="845"))], now_ms=3)
+    assert tracking.order_earns(enrol) == []
 
 
 def test_the_state_records_read_back_give_the_same_ledger() -> None:
@@ -127,7 +146,7 @@ def test_expiry_takes_exactly_the_idle_holdings_whatever_order_they_were_read_ba
             (
                 encode_key(("key", customer, enrol_2.subject_label)),
                 Holding(
-                    issual_id=customer, seen_ms=10 * DAY_MS if customer == "2" else at_ms
+                    earned=(customer,), seen_ms=10 * DAY_MS if customer == "2" else at_ms
                 ).encode(),
             )
             # Not the order of the changes.

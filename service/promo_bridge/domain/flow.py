@@ -198,7 +198,11 @@ class Flow:
         self._calls = 0
         self._auth_refused = False
         self._backpressure = False
-        self._ledger = Ledger()
+        self._ledger = Ledger(
+            track_orders=any(
+                action.action in ORDER_REVOKES for rule in rules.rules for action in rule.actions
+            )
+        )
         # Returns whose order the ledger did not know (a counter for metrics), and the pending
         # ones already counted.
         self.unknown_order_returns = 0

@@ -1,9 +1,9 @@
 """The holdings ledger: what this service did to each customer's promotion, and what is in flight.
 
-Per customer and promotion (a "holding") the ledger keeps the issualId of the enrolment, the
-earnedIds that this service's EARN commands produced (and which of them it revoked), and the
-intents: commands whose call may have gone out and whose result is not known yet. It is the
-state behind two guarantees:
+Per customer and promotion (a "holding") the ledger keeps the earnedIds that this service's
+EARN commands produced (and which of them it revoked), per order what it earned (when the rules
+revoke by order), and the intents: commands whose call may have gone out and whose result is not
+known yet. It is the state behind two guarantees:
 
 - an intent is durable before its call goes out, so after a crash (or an answer lost to a
   timeout) the command is verified with the customer lookup before anything is resent;
@@ -13,7 +13,9 @@ state behind two guarantees:
 The ledger lives in Kafka: one compacted state record per holding, keyed by the holding,
 written to the state partition numbered like the input partition of the command (co-partitioned
 like the outcomes), read back whole when a partition is assigned. Holdings idle for longer than
-the retention are dropped with a tombstone. Pure: time is a parameter, records are values.
+the retention are dropped with a tombstone, and so is a holding left with nothing in it (an
+ENROL settled: the lookup, not the ledger, tells an enrolment): a stream of enrolments costs no
+memory. Pure: time is a parameter, records are values.
 """
 
 from __future__ import annotations
@@ -77,7 +79,6 @@ class Intent:
 class Holding:
     """One customer's standing in one promotion, as far as this service made it."""
 
-    issual_id: str | None = None
     # The earnedIds this service's EARNs produced, and those it revoked.
     # Tuples: a handful of ids each, and a replica holds hundreds of thousands of holdings (a
     # set of five costs 700 bytes, a tuple 80; an empty tuple is shared).
@@ -90,11 +91,14 @@ class Holding:
     returned: dict[str, int] = field(default_factory=dict)
     seen_ms: int = 0
 
+    @property
+    def empty(self) -> bool:
+        """Nothing a decision reads: dropped from memory, a tombstone on the topic."""
+        return not (self.earned or self.revoked or self.intents or self.orders or self.returned)
+
     def encode(self) -> bytes:
         """The state record value."""
         body: dict[str, Any] = {"t": self.seen_ms}
-        if self.issual_id is not None:
-            body["i"] = self.issual_id
         if self.earned:
             body["e"] = sorted(self.earned)
         if self.revoked:
@@ -119,8 +123,8 @@ class Holding:
                 text = str(value)
                 return ids.setdefault(text, text)
 
+            # Records of earlier versions may carry "i", an issualId: nothing reads it now.
             return cls(
-                issual_id=body.get("i"),
                 # A list; a mapping (earnedId -> command id) in records of an earlier version.
                 earned=tuple(one(e) for e in body.get("e", ())),
                 revoked=tuple(one(r) for r in body.get("r", ())),
@@ -148,8 +152,10 @@ class StateRecord:
 class Ledger:
     """Holdings per state partition; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, track_orders: bool = True) -> None:
         self._partitions: dict[int, dict[HoldingKey, Holding]] = {}
+        # Whether the rules revoke by order; if not, what each order earned is never read.
+        self._track_orders = track_orders
 
     # -- reading --------------------------------------------------------------------------
 
@@ -201,7 +207,7 @@ class Ledger:
             holding.intents[command.command_id] = Intent(command.action, now_ms)
             changed[(command.position.partition, holding_key(command))] = holding
         self._touch(changed, now_ms)
-        return _records(changed)
+        return self._records(changed)
 
     def settle(
         self, settled: Iterable[tuple[Command, CommandResult]], now_ms: int
@@ -212,11 +218,14 @@ class Ledger:
             holding = self._holding(command, create=_changes_holding(command, result))
             if holding is None:
                 continue
-            if not _apply(holding, command, result, now_ms):
-                continue
-            changed[(command.position.partition, holding_key(command))] = holding
+            key = holding_key(command)
+            if _apply(holding, command, result, now_ms, track_orders=self._track_orders):
+                changed[(command.position.partition, key)] = holding
+            elif holding.empty:
+                # Made for a result that left nothing to keep.
+                self._partitions[command.position.partition].pop(key, None)
         self._touch(changed, now_ms)
-        return _records(changed)
+        return self._records(changed)
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Load a state partition read back whole (last record per key wins); returns holdings.
@@ -232,9 +241,13 @@ class Ledger:
                 holdings.pop(key, None)
                 continue
             try:
-                holdings[key] = Holding.decode(raw_value)
+                holding = Holding.decode(raw_value)
             except ValueError:
                 continue
+            if holding.empty:
+                holdings.pop(key, None)
+            else:
+                holdings[key] = holding
         # In the order `expire` relies on: the topic's order is the writers', whose clocks differ.
         self._partitions[partition] = dict(sorted(holdings.items(), key=_seen_ms))
         return len(holdings)
@@ -257,12 +270,11 @@ class Ledger:
             key, holding = found
             intent = holding.intents.pop(outcome.command_id)
             if outcome.status in _APPLIED:
-                _record_effect(
-                    holding, intent.action, outcome.order_id, outcome.issual_id, outcome.earned_id
-                )
+                order_id = outcome.order_id if self._track_orders else None
+                _record_effect(holding, intent.action, order_id, outcome.earned_id)
             changed[(partition, key)] = holding
         self._touch(changed, now_ms)
-        return _records(changed)
+        return self._records(changed)
 
     def start_empty(self, partition: int) -> None:
         """A state partition with nothing to read back (e.g. the ledger is not kept durably)."""
@@ -293,6 +305,17 @@ class Ledger:
         return tombstones
 
     # -- internals ------------------------------------------------------------------------
+
+    def _records(self, changed: Mapping[tuple[int, HoldingKey], Holding]) -> list[StateRecord]:
+        """The changed holdings' records; an empty one is dropped and gets a tombstone."""
+        records = []
+        for (partition, key), holding in changed.items():
+            if holding.empty:
+                self._partitions[partition].pop(key, None)
+                records.append(StateRecord(partition, encode_key(key), None))
+            else:
+                records.append(StateRecord(partition, encode_key(key), holding.encode()))
+        return records
 
     def _touch(self, changed: Mapping[tuple[int, HoldingKey], Holding], now_ms: int) -> None:
         """Mark holdings changed now: moved to the end, the order `expire` relies on."""
@@ -327,7 +350,9 @@ def _changes_holding(command: Command, result: CommandResult) -> bool:
     )
 
 
-def _apply(holding: Holding, command: Command, result: CommandResult, now_ms: int) -> bool:
+def _apply(
+    holding: Holding, command: Command, result: CommandResult, now_ms: int, *, track_orders: bool
+) -> bool:
     """Fold one result into its holding; whether anything changed."""
     changed = holding.intents.pop(command.command_id, None) is not None
     order = command.order_id
@@ -341,11 +366,10 @@ def _apply(holding: Holding, command: Command, result: CommandResult, now_ms: in
     # The earnIds a revoke carried are gone once it applied (or was already applied).
     sent_ids = command.earn_ids if action in ORDER_REVOKES else ()
     if action in VERIFIED_ACTIONS:
-        effect = _record_effect(holding, action, order, result.issual_id, result.earned_id)
+        effect = _record_effect(
+            holding, action, order if track_orders else None, result.earned_id
+        )
         changed = effect or changed
-    elif action is Action.REVOKE_ENROL and holding.issual_id is not None:
-        holding.issual_id = None
-        changed = True
     revoked = {str(earn_id) for earn_id in (*result.revoked_earn_ids, *sent_ids)}
     revoked -= set(holding.revoked)
     holding.revoked = (*holding.revoked, *sorted(revoked))
@@ -356,7 +380,6 @@ def _record_effect(
     holding: Holding,
     action: Action,
     order_id: str | None,
-    issual_id: str | None,
     earned_id: str | None,
 ) -> bool:
     """What an applied ENROL or EARN made (answered, or read back); whether anything changed.
@@ -370,10 +393,7 @@ def _record_effect(
             earned = _with(earned, earned_id)
         holding.orders[order_id] = earned
         changed = True
-    if action is Action.ENROL and issual_id:
-        holding.issual_id = issual_id
-        changed = True
-    elif action is Action.EARN and earned_id:
+    if action is Action.EARN and earned_id:
         holding.earned = _with(holding.earned, earned_id)
         changed = True
     return changed
@@ -385,10 +405,3 @@ def _seen_ms(item: tuple[HoldingKey, Holding]) -> int:
 
 def _with(ids: tuple[str, ...], new: str) -> tuple[str, ...]:
     return ids if new in ids else (*ids, new)
-
-
-def _records(changed: Mapping[tuple[int, HoldingKey], Holding]) -> list[StateRecord]:
-    return [
-        StateRecord(partition, encode_key(key), holding.encode())
-        for (partition, key), holding in changed.items()
-    ]
