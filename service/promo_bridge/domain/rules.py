@@ -307,21 +307,25 @@ class RuleSet:
         customer: _CustomerLookup | None = None
         verdicts: list[RuleVerdict] = []
         for rule in group.rules:
-            if rule.condition is not None:
-                if context is None:
-                    # One view per event, shared by the rules of its type.
-                    view = event.model_dump(
-                        mode="json",
-                        context=CEL_VIEW_CONTEXT,
-                        include=group.include,
-                        exclude_none=True,
-                    )
-                    context = cel.Context(variables={ROOT_VARIABLE: view})
-                try:
-                    holds = rule.condition.evaluate(context)
-                except ConditionError as exc:
-                    verdicts.append(RuleVerdict(rule.name, Verdict.CONDITION_ERROR, str(exc)))
-                    continue
+            condition = rule.condition
+            if condition is not None:
+                holds = condition.fast(event) if condition.fast is not None else None
+                if holds is None:
+                    if context is None:
+                        # One view per event, shared by the rules of its type, and built only
+                        # when a condition needs the library.
+                        view = event.model_dump(
+                            mode="json",
+                            context=CEL_VIEW_CONTEXT,
+                            include=group.include,
+                            exclude_none=True,
+                        )
+                        context = cel.Context(variables={ROOT_VARIABLE: view})
+                    try:
+                        holds = condition.evaluate(context)
+                    except ConditionError as exc:
+                        verdicts.append(RuleVerdict(rule.name, Verdict.CONDITION_ERROR, str(exc)))
+                        continue
                 if not holds:
                     verdicts.append(RuleVerdict(rule.name, Verdict.CONDITION_FALSE))
                     continue
