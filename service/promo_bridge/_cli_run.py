@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
+
+# Collect young objects every 50,000 allocations instead of 700 (see _tune_garbage_collection).
+_GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,6 +60,7 @@ def run(_: argparse.Namespace) -> int:
     except (SettingsError, RulesError) as exc:
         print(f"promo-bridge: {exc}", file=sys.stderr)
         return 2
+    _tune_garbage_collection()
     try:
         asyncio.run(run_service(service))
     except TopologyError as exc:
@@ -69,3 +74,17 @@ def run(_: argparse.Namespace) -> int:
         )
         return 2
     return 0
+
+
+def _tune_garbage_collection() -> None:
+    """Fewer collections, and none that walks what start-up made.
+
+    On a backlog the defaults ran the collector ~200 times a second, and every few seconds a
+    full collection walked every object the imports and the compiled rules made: 2.2 s of
+    10.8 s CPU in a `make bench-e2e` run (gc.callbacks), pauses of tens of milliseconds in
+    the latency tail. Frozen, start-up objects are never walked again; with the larger
+    first threshold the collector ran 10 times in that run, 0.25 s in all. The service's
+    objects are short-lived and freed by reference counting; the collector only finds cycles.
+    """
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)

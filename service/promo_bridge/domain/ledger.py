@@ -366,9 +366,7 @@ def _apply(
     # The earnIds a revoke carried are gone once it applied (or was already applied).
     sent_ids = command.earn_ids if action in ORDER_REVOKES else ()
     if action in VERIFIED_ACTIONS:
-        effect = _record_effect(
-            holding, action, order if track_orders else None, result.earned_id
-        )
+        effect = _record_effect(holding, action, order if track_orders else None, result.earned_id)
         changed = effect or changed
     revoked = {str(earn_id) for earn_id in (*result.revoked_earn_ids, *sent_ids)}
     revoked -= set(holding.revoked)
