@@ -4,7 +4,9 @@ The service starts on empty topics and is ready (partitions assigned) before the
 Events then arrive at a fixed rate, paced by this process; a warm-up at the same rate comes
 first and is left out of the figures (connections, the first calls, anything built lazily).
 Latency is the outcome record's timestamp minus its event record's timestamp: both are
-CreateTime stamped by producers on this machine, so one clock measures both.
+CreateTime stamped by producers on this machine, so one clock measures both. It is split at the
+outcome's `received_at` (the service decoded the event) and `completed_at` (the result was
+known): the wait to be read, the batch and the call, and the outcome's publishing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -41,6 +44,8 @@ class LatencyFigures:
     p99_ms: float
     max_ms: float
     cpu_share: float
+    # Stage -> (p50, p99) in ms: to intake, intake to result, result to outcome record.
+    stages: dict[str, tuple[float, float]]
 
     @property
     def bound_ms(self) -> float:
@@ -55,7 +60,10 @@ class LatencyFigures:
             f" p50 {self.p50_ms:,.0f} ms, p95 {self.p95_ms:,.0f} ms, p99 {self.p99_ms:,.0f} ms,"
             f" max {self.max_ms:,.0f} ms over {self.outcomes:,} outcomes;"
             f" p99 {verdict} the {self.bound_ms:g} ms target;"
-            f" service CPU {self.cpu_share:.0%} of a core"
+            f" service CPU {self.cpu_share:.0%} of a core; p50/p99 by stage: "
+            + ", ".join(
+                f"{name} {p50:,.0f}/{p99:,.0f} ms" for name, (p50, p99) in self.stages.items()
+            )
         )
 
 
@@ -118,13 +126,23 @@ async def measure_latency(
         (r.partition, r.offset): r.timestamp_ms or 0
         for r in await read_to_end(bootstrap, topics.input)
     }
-    latencies_ms = sorted(
-        float((r.timestamp_ms or 0) - sent_ms[(doc["partition"], doc["offset"])])
+    measured = [
+        (doc, float(r.timestamp_ms or 0), float(sent_ms[(doc["partition"], doc["offset"])]))
         for r in await read_to_end(bootstrap, topics.output)
         if (doc := r.json())["event_id"] in measured_ids
-    )
-    if not latencies_ms:
+    ]
+    if not measured:
         raise RuntimeError("no outcome of a measured event: see the service log under .run/")
+    latencies_ms = sorted(outcome_ms - sent for _, outcome_ms, sent in measured)
+    splits = [
+        (_epoch_ms(doc["received_at"]), _epoch_ms(doc["completed_at"]), outcome_ms, sent)
+        for doc, outcome_ms, sent in measured
+    ]
+    stages = {
+        "read": sorted(received - sent for received, _, _, sent in splits),
+        "batch+call": sorted(completed - received for received, completed, _, _ in splits),
+        "publish": sorted(outcome_ms - completed for _, completed, outcome_ms, _ in splits),
+    }
     return LatencyFigures(
         rate_per_s=rate_per_s,
         duration_s=duration_s,
@@ -136,4 +154,12 @@ async def measure_latency(
         p99_ms=percentile(latencies_ms, 0.99),
         max_ms=latencies_ms[-1],
         cpu_share=cpu_share,
+        stages={
+            name: (percentile(values, 0.50), percentile(values, 0.99))
+            for name, values in stages.items()
+        },
     )
+
+
+def _epoch_ms(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp() * 1000
