@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -195,8 +195,9 @@ class Pipeline:
             log.warning("rule_condition_failed", rule=rule, event_id=event_id, error=error)
         for rule, skipped in intake.skipped:
             metrics.rule_actions_skipped.labels(rule, skipped.reason.value).inc()
-        for command in intake.commands:
-            metrics.commands.labels(command.action.value, command.subject).inc()
+        made = Counter((command.action.value, command.subject) for command in intake.commands)
+        for labels, count in made.items():
+            metrics.commands.labels(*labels).inc(count)
         if intake.duplicates:
             metrics.commands_deduplicated.inc(len(intake.duplicates))
 
@@ -330,21 +331,25 @@ class Pipeline:
         if unknown > self._unknown_orders_seen:
             self._metrics.unknown_order_returns.inc(unknown - self._unknown_orders_seen)
             self._unknown_orders_seen = unknown
+        self._last_progress = self._clock()
+        # Counted per label set, not per record: a label lookup costs more than the count.
+        statuses: Counter[tuple[str, str]] = Counter()
         for record in records:
+            error_class = record.error_class
+            statuses[record.status.value, error_class.value if error_class else ""] += 1
+            if record.status is OutcomeStatus.APPLIED and record.verified_by is None:
+                continue
             if record.skip_reason is not None:
                 self._metrics.commands_skipped.labels(record.skip_reason).inc()
             if record.verified_by is not None:
                 self._metrics.commands_verified.labels("applied").inc()
-            elif record.error_class is ErrorClass.UNVERIFIED:
+            elif error_class is ErrorClass.UNVERIFIED:
                 self._metrics.commands_verified.labels("undecided").inc()
-        self._last_progress = self._clock()
-        for record in records:
-            self._metrics.outcomes.labels(
-                record.status.value, record.error_class.value if record.error_class else ""
-            ).inc()
             if record.status is not OutcomeStatus.APPLIED:
                 _log_outcome(record)
                 self.recent_outcomes.append(_outcome_note(record))
+        for labels, count in statuses.items():
+            self._metrics.outcomes.labels(*labels).inc(count)
         self._update_pending()
         self._wake.set()
         self._progress.set()
