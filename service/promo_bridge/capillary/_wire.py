@@ -147,7 +147,8 @@ def check_batch(key: BatchKey, commands: Sequence[Command]) -> None:
 # --------------------------------------------------------------------------- verdicts
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one per command of every answer (see CommandResult). Treat as immutable.
+@dataclass(slots=True)
 class Settled:
     """A final answer for one command."""
 
