@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # passed with rather than whatever PyPI released since; `make lock` re-resolves it on purpose.
 CONSTRAINTS := constraints.txt
 
-.PHONY: venv lock run chaos test lint typecheck unit integration kafka-fetch bench bench-e2e bench-fuzz bench-ledger schemas deploy-check clean
+.PHONY: venv lock run chaos test lint typecheck unit integration kafka-fetch bench bench-e2e bench-fuzz bench-budget bench-ledger schemas deploy-check clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench: venv
 
 bench-e2e: venv kafka-fetch ## bare aiokafka loop vs the service on one real broker, then latency; ARGS=--events 5000
 	$(PY) bench/bench_e2e.py $(ARGS)
+
+bench-budget: venv kafka-fetch ## the org's API budget split by partitions: 3 then 2 instances vs a limited simulator (~6 min); ARGS=--budget 1200
+	$(PY) bench/bench_budget.py $(ARGS)
 
 bench-ledger: venv ## holdings ledger: state-topic size, memory and restore time; ARGS=--orders 1000000
 	$(PY) bench/bench_ledger.py $(ARGS)

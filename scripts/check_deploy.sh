@@ -204,8 +204,9 @@ refuse "no Capillary credentials Secret" "capillary.existingSecret is required" 
 refuse "SASL without a password Secret" "kafka.sasl.existingSecret is required" \
     --set kafka.securityProtocol=SASL_SSL --set kafka.sasl.mechanism=PLAIN \
     --set kafka.sasl.username=u
-refuse "an API budget smaller than the replica count" "orgCallsPerMinute (1)" \
-    --set capillary.orgCallsPerMinute=1
+refuse "an unknown API budget split" "budgetSplit" --set capillary.budgetSplit=replicas
+refuse "the old per-replica budget division" "orgCallsPerMinute" \
+    --set capillary.orgCallsPerMinute=1000
 refuse "a bad security protocol" "securityProtocol" --set kafka.securityProtocol=TLS
 
 step "chart env matches settings.py: every setting reachable, same defaults"

@@ -223,8 +223,11 @@ def main() -> int:
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    # SIGTERM (a cancelled CI job, `timeout`) unwinds like Ctrl-C, through main's clean-up.
-    raise KeyboardInterrupt
+    # SIGTERM (a cancelled CI job, `timeout`) unwinds like Ctrl-C, through main's clean-up. As
+    # a SIGINT: inside asyncio.run (producing the events) the runner then cancels its main
+    # task; a KeyboardInterrupt raised here would land in whichever task was running, and
+    # asyncio would log it with a traceback ("Task exception was never retrieved").
+    signal.raise_signal(signal.SIGINT)
 
 
 def run() -> int:

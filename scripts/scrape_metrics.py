@@ -55,6 +55,7 @@ LABELS: dict[str, list[tuple[str, ...]]] = {
         ("unEnroll", "timeout"),
     ],
     "api_throttle_wait": [(endpoint,) for endpoint in ENDPOINTS],
+    "api_budget": [(endpoint,) for endpoint in (*ENDPOINTS, "promotionData")],
     "outcomes": [
         (OutcomeStatus.APPLIED.value, ""),
         (OutcomeStatus.ALREADY_APPLIED.value, ErrorClass.ALREADY_APPLIED.value),

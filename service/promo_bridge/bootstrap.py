@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx
 from aiokafka.conn import collect_hosts, create_conn
@@ -90,6 +90,8 @@ class ServiceConfig:
     ops_port: int
     # /readyz says not ready when work is pending and nothing completed for this long.
     stall_timeout_s: float
+    # partitions: the client's budgets follow this replica's share of the input partitions.
+    budget_split: Literal["partitions", "none"] = "partitions"
 
 
 def configure(settings: Settings) -> ServiceConfig:
@@ -152,6 +154,7 @@ def configure(settings: Settings) -> ServiceConfig:
         ops_host=settings.http_host,
         ops_port=settings.http_port,
         stall_timeout_s=settings.stall_timeout_s,
+        budget_split=settings.capillary_budget_split,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from promo_bridge.domain.commands import Batch
+from promo_bridge.domain.commands import Batch, Command
 from promo_bridge.domain.dead_letters import DeadLetterRecord, dead_letter
 from promo_bridge.domain.flow import (
     Completion,
@@ -43,6 +43,7 @@ from promo_bridge.observability.metrics import Metrics
 from promo_bridge.observability.status import RECENT_LIMIT, DeadLetterNote, OutcomeNote
 
 __all__ = [
+    "BeforeRequest",
     "CommandSender",
     "InputRecord",
     "Pipeline",
@@ -58,10 +59,20 @@ _T = TypeVar("_T")
 _MAX_TYPE_LABELS = 50
 
 
-class CommandSender(Protocol):
-    """The Capillary API as the engine sees it: a batch in, a `Delivery` out, never raising."""
+# Awaited with the commands of each request just before it leaves (its budget place and
+# in-flight slot taken): returns once their intents are durable.
+BeforeRequest = Callable[[Sequence[Command]], Awaitable[None]]
 
-    async def send(self, batch: Batch) -> Delivery: ...
+
+class CommandSender(Protocol):
+    """The Capillary API as the engine sees it: a batch in, a `Delivery` out, never raising.
+
+    `before_request` runs before every request that carries commands, with those commands.
+    """
+
+    async def send(
+        self, batch: Batch, *, before_request: BeforeRequest | None = None
+    ) -> Delivery: ...
 
 
 class RecordSink(Protocol):
@@ -278,13 +289,8 @@ class Pipeline:
             batch_id=batch.batch_id, endpoint=batch.key.endpoint.value
         )
         with bound:
-            intents = self._flow.intents(batch, self._epoch_ms())
-            if intents and self._config.durable_state:
-                # The call may apply the commands even if this process dies before its answer:
-                # the intent must be on the topic first.
-                await self._retry_publish(lambda: self._sink.publish_state(intents))
             try:
-                delivery = await self._sender.send(batch)
+                delivery = await self._sender.send(batch, before_request=self._intent_writer())
             except Exception:
                 # A bug or an unforeseen answer must not lose commands: keep them pending.
                 log.exception("batch_send_crashed")
@@ -300,6 +306,27 @@ class Pipeline:
             if delivery.pending:
                 self._progress.set()
             await self._publish(completions)
+
+    def _intent_writer(self) -> BeforeRequest:
+        """Intents of a batch's commands, written as each request that carries them leaves.
+
+        A call may apply its commands even if this process dies before the answer: the intent
+        must be on the topic first. Written only then, not when the batch is released: a
+        batch waiting for the call budget has sent nothing, and after a crash every open
+        intent costs a lookup before its command may go out again.
+        """
+        written: set[str] = set()
+
+        async def write(commands: Sequence[Command]) -> None:
+            fresh = [command for command in commands if command.command_id not in written]
+            if not fresh:
+                return
+            written.update(command.command_id for command in fresh)
+            intents = self._flow.intents(fresh, self._epoch_ms())
+            if intents and self._config.durable_state:
+                await self._retry_publish(lambda: self._sink.publish_state(intents))
+
+        return write
 
     def _report_delivery(self, delivery: Delivery, *, was_refused: bool) -> None:
         refused = self._flow.auth_refused

@@ -38,6 +38,7 @@ from promo_bridge.observability.status import BudgetUse, StatusSnapshot
 from promo_bridge.pipeline import Pipeline
 from promo_bridge.runtime_banner import effective_config, safe_url
 from promo_bridge.runtime_client import (
+    BudgetShare,
     CapillarySender,
     metrics_hooks,
     probe_promotion,
@@ -200,7 +201,10 @@ def _assemble(service: Service) -> _Parts:
         metrics=metrics,
         config=config.pipeline,
     )
-    loop = ConsumerLoop(consumer, pipeline, metrics, config.loop, restorer=restorer)
+    share = BudgetShare(client, metrics, config.budget_split)
+    loop = ConsumerLoop(
+        consumer, pipeline, metrics, config.loop, restorer=restorer, on_share=share.apply
+    )
     metrics.seconds_without_progress.set_function(pipeline.seconds_without_progress)
     return _Parts(
         consumer=consumer,

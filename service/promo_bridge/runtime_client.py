@@ -6,12 +6,14 @@ import asyncio
 import dataclasses
 from collections.abc import Iterable
 from types import MappingProxyType
+from typing import Literal
 
 import structlog
 
 from promo_bridge.capillary import (
     ApiUnavailable,
     AuthenticationFailed,
+    BeforeRequest,
     CapillaryClient,
     ClientHooks,
     EndpointLabel,
@@ -37,7 +39,7 @@ class CapillarySender:
         self._client = client
         self._metrics = metrics
 
-    async def send(self, batch: Batch) -> Delivery:
+    async def send(self, batch: Batch, *, before_request: BeforeRequest | None = None) -> Delivery:
         """Send the batch; every command comes back either settled or pending.
 
         Unsure commands (`batch.verify`) are first looked up: those the lookup shows applied,
@@ -80,7 +82,7 @@ class CapillarySender:
                 return Delivery(completed=verified)
             batch = dataclasses.replace(batch, commands=rest, verify=MappingProxyType({}))
         try:
-            results = await self._client.send(batch)
+            results = await self._client.send(batch, before_request=before_request)
         except (ApiUnavailable, AuthenticationFailed) as exc:
             return self._incomplete(
                 batch, exc, completed=verified, pending=exc.pending, unsure=exc.unsure
@@ -187,6 +189,46 @@ def metrics_hooks(metrics: Metrics) -> ClientHooks:
         on_throttle_wait=on_throttle_wait,
         on_token_refresh=on_token_refresh,
     )
+
+
+class BudgetShare:
+    """This replica's part of the org's API budgets, following its input partitions.
+
+    With `split` "partitions" the client starts at a share of 0 (no call before the first
+    assignment) and `apply(assigned, total)`, which the consumer loop calls on every change of
+    the assignment, sets it; with "none" the client keeps the whole budgets and `apply` does
+    nothing. Either way the gauge shows the calls per minute in force.
+    """
+
+    def __init__(
+        self, client: CapillaryClient, metrics: Metrics, split: Literal["partitions", "none"]
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._split = split
+        if split == "partitions":
+            self._show(client.set_budget_share(0, 0))
+        else:
+            self._show({name: limit for name, (_, limit) in client.budget_use().items()})
+
+    def apply(self, assigned: int, total: int) -> None:
+        """Take `assigned` of `total` input partitions' share; log it and update the gauge."""
+        if self._split != "partitions":
+            return
+        calls = self._client.set_budget_share(assigned, total)
+        self._show(calls)
+        log.info("api_budget_share", assigned=assigned, total=total, calls_per_minute=calls)
+        if assigned and not all(calls.values()):
+            # floor(budget x assigned / total) is 0: partitions this replica holds get no call.
+            log.warning(
+                "api_budget_share_empty",
+                endpoints=sorted(name for name, n in calls.items() if not n),
+                hint="raise the calls-per-minute budgets to at least the input partitions",
+            )
+
+    def _show(self, calls: dict[str, int]) -> None:
+        for endpoint, limit in calls.items():
+            self._metrics.api_budget.labels(endpoint).set(limit)
 
 
 # A lookup of a customer that cannot exist: Basic credentials are proven only by a real call,

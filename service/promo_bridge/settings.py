@@ -344,9 +344,13 @@ class Settings(FlowSettings):
     capillary_password: SecretStr | None = None
     capillary_oauth_key: str | None = None
     capillary_oauth_secret: SecretStr | None = None
+    # The org's budgets per endpoint: every replica of the consumer group together.
     capillary_calls_per_minute: int = Field(default=100, ge=1)
     # Customer lookups (verifying calls whose answer was lost) have a budget of their own.
     capillary_lookup_calls_per_minute: int = Field(default=100, ge=1)
+    # partitions: a replica takes the budgets times its share of the input partitions, so any
+    # number of replicas together use them whole; none: this replica alone uses them whole.
+    capillary_budget_split: Literal["partitions", "none"] = "partitions"
     capillary_max_in_flight: int = Field(default=8, ge=1)
     capillary_connect_timeout_s: float = Field(default=5.0, gt=0)
     capillary_read_timeout_s: float = Field(default=30.0, gt=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from promo_bridge.capillary import (
 )
 from promo_bridge.domain.commands import (
     Action,
+    Command,
     Endpoint,
     IdentifierName,
     PromotionRef,
@@ -508,3 +510,23 @@ def test_config_rejects_unsafe_values(values: dict[str, Any]) -> None:
     values.setdefault("base_url", BASE_URL)
     with pytest.raises(ValidationError):
         ClientConfig(auth=BasicAuth(till_code="t", password="p"), **values)
+
+
+async def test_before_request_runs_as_each_request_leaves_with_its_commands() -> None:
+    """The hook sees each request's commands before the request; a failing hook sends nothing."""
+    seen: list[tuple[int, list[str]]] = []
+    client, api, _ = make_client(lambda r: httpx.Response(200, json=applied_for(r)))
+
+    async def before(commands: Sequence[Command]) -> None:
+        seen.append((len(api.requests), [c.command_id for c in commands]))
+
+    async def broken(_commands: Sequence[Command]) -> None:
+        raise RuntimeError("intent not written")
+
+    sent = [command(n) for n in range(3)]
+    async with client:
+        await client.send(batch(sent), before_request=before)
+        with pytest.raises(RuntimeError):
+            await client.send(batch([command(7)]), before_request=broken)
+    assert seen == [(0, [c.command_id for c in sent])]
+    assert len(api.requests) == 1

@@ -184,3 +184,113 @@ async def test_budgets_are_per_endpoint() -> None:
         (0.0, "revokeEnrolAndEarn"),
         (60.0, "enrolAndEarn"),
     ]
+
+
+async def test_resize_to_zero_holds_a_waiter_until_the_budget_grows() -> None:
+    """At 0 calls an acquirer waits however long; a resize to N lets it through at once."""
+    clock = FakeClock(start=0.0)
+    budget = _budget(clock, calls=6, window=60.0)
+    budget.resize(0)
+    waiter = asyncio.ensure_future(budget.acquire())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    clock.advance(3_600.0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    budget.resize(6)
+    slot = await asyncio.wait_for(waiter, 1.0)
+    assert slot.start == 3_600.0
+    assert budget.calls == 6
+
+
+async def test_growth_shortens_the_spacing_of_a_waiting_acquirer() -> None:
+    """1 call per 60 s grown to 6: the waiter sleeping for the old spacing leaves 10 s after."""
+    clock = VirtualClock(start=0.0)
+    budget = _budget(clock, calls=1, window=60.0)
+
+    async def scenario() -> list[float]:
+        (await budget.acquire()).release()
+        waiter = asyncio.ensure_future(budget.acquire())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not waiter.done()
+        # The log holds the first call for the whole window under N=1; N=6 has room, and the
+        # spacing still owed (one old interval) converts to one new one.
+        budget.resize(6)
+        (await waiter).release()
+        times = [clock.now]
+        for _ in range(3):
+            (await budget.acquire()).release()
+            times.append(clock.now)
+        return times
+
+    assert await clock.run(scenario()) == [10.0, 20.0, 30.0, 40.0]
+
+
+async def test_shrink_stops_the_old_rate_at_once() -> None:
+    """6 per 60 s shrunk to 2 after three calls: none until the log holds < 2, then 30 s apart."""
+    clock = FakeClock(start=0.0)
+    budget = _budget(clock, calls=6, window=60.0)
+    times = []
+    for _ in range(3):
+        (await budget.acquire()).release()
+        times.append(clock.now)
+    assert times == [0.0, 10.0, 20.0]
+    budget.resize(2)
+    for _ in range(3):
+        (await budget.acquire()).release()
+        times.append(clock.now)
+    # The calls at 0 and 10 s must leave the window before a third; then 30 s spacing.
+    assert times[3:] == [70.0, 100.0, 130.0]
+    assert _max_in_window(times[1:], 60.0) <= 3
+    assert _max_in_window(times[3:], 60.0) <= 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=6),
+    latencies=st.lists(st.floats(min_value=0.0, max_value=3.0), min_size=1, max_size=25),
+)
+async def test_no_window_holds_more_than_the_largest_budget_across_resizes(
+    sizes: list[int], latencies: list[float]
+) -> None:
+    """Resized between calls, the budget never lets a window hold more than its largest N."""
+    window = 10.0
+    clock = FakeClock(start=0.0)
+    budget = _budget(clock, calls=max(sizes[0], 1), window=window)
+    starts = []
+    for index, latency in enumerate(latencies):
+        size = sizes[index % len(sizes)] or 1
+        budget.resize(size)
+        slot = await budget.acquire()
+        starts.append(clock.now)
+        clock.advance(latency)
+        slot.release()
+    assert _max_in_window(starts, window) <= max(*sizes, 1)
+
+
+def test_resize_refuses_a_negative_budget() -> None:
+    """A negative number of calls is a caller bug, not a pause."""
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="negative"):
+        _budget(clock, calls=1, window=60.0).resize(-1)
+
+
+class _LateClock(FakeClock):
+    """A clock whose sleeps overshoot, as an event loop under load wakes sleepers late."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + 0.1)
+
+
+async def test_late_wake_ups_do_not_slow_the_rate_down() -> None:
+    """Sleepers waking 0.1 s late: calls stay on the 10 s grid instead of drifting by 0.1 s each."""
+    clock = _LateClock(start=0.0)
+    budget = CallBudget(6, 60.0, clock=clock, sleep=clock.sleep)
+    times = []
+    for _ in range(7):
+        (await budget.acquire()).release()
+        times.append(round(clock.now, 6))
+    assert times == [0.0, 10.1, 20.1, 30.1, 40.1, 50.1, 60.1]

@@ -200,7 +200,7 @@ def test_the_flow_verifies_an_unsure_command_before_sending_it_again() -> None:
     flow = Flow(RuleSet.from_yaml(RULES))
     flow.accept([record(0, order_placed("7", 6000.0))], 0.0, AT)
     first = next(b for b in flow.drain(0.0) if b.key.action is Action.ENROL)
-    assert flow.intents(first, 1)
+    assert flow.intents(first.commands, 1)
     (enrol,) = first.commands
     lost = Delivery(pending=first.commands, unsure=frozenset({enrol.command_id}))
     assert flow.delivered(first, lost, 0.0) == []

@@ -22,7 +22,13 @@ from promo_bridge.domain.ledger import StateRecord
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeRecord, OutcomeStatus
 from promo_bridge.domain.rules import RuleSet
 from promo_bridge.observability.metrics import Metrics
-from promo_bridge.pipeline import CommandSender, InputRecord, Pipeline, PipelineConfig
+from promo_bridge.pipeline import (
+    BeforeRequest,
+    CommandSender,
+    InputRecord,
+    Pipeline,
+    PipelineConfig,
+)
 from runtime_support import wait_until
 
 TOPIC = "orders"
@@ -36,8 +42,10 @@ class FakeSender:
         self.batches: list[Batch] = []
         self.failures: list[Callable[[Batch], Delivery]] = []
 
-    async def send(self, batch: Batch) -> Delivery:
+    async def send(self, batch: Batch, *, before_request: BeforeRequest | None = None) -> Delivery:
         self.batches.append(batch)
+        if before_request is not None:
+            await before_request(batch.commands)
         if self.failures:
             return self.failures.pop(0)(batch)
         return Delivery(
@@ -251,10 +259,10 @@ async def test_auth_failure_pauses_then_recovers(
     flagged_at_resend: list[bool] = []
     answer = sender.send
 
-    async def observing_send(batch: Batch) -> Delivery:
+    async def observing_send(batch: Batch, *, before_request: BeforeRequest | None) -> Delivery:
         if sender.batches:
             flagged_at_resend.append(pipeline.auth_failed)
-        return await answer(batch)
+        return await answer(batch, before_request=before_request)
 
     sender.send = observing_send  # type: ignore[method-assign]
     sender.failures.append(lambda batch: Delivery(pending=batch.commands, auth_refused=True))
@@ -320,9 +328,11 @@ async def test_in_flight_results_after_reassignment_hold_the_offset_until_all_do
     released: dict[str, asyncio.Event] = {"enrol": asyncio.Event(), "earn": asyncio.Event()}
 
     class GatedSender(FakeSender):
-        async def send(self, batch: Batch) -> Delivery:
+        async def send(
+            self, batch: Batch, *, before_request: BeforeRequest | None = None
+        ) -> Delivery:
             await released[batch.key.action.value].wait()
-            return await super().send(batch)
+            return await super().send(batch, before_request=before_request)
 
     engine = make_pipeline(GatedSender(), sink, rules=TWO_PROMOTIONS)
     task = asyncio.create_task(engine.run_dispatcher())
@@ -382,3 +392,31 @@ async def test_replay_and_the_service_send_the_same_batches(sink: FakeSink) -> N
 
     assert len(replayed.batches) == len(sender.batches) > 10
     assert shape(batch for _, batch in replayed.batches) == shape(sender.batches)
+
+
+async def test_intents_are_written_when_a_request_leaves_and_only_then(
+    pipeline: Pipeline, sender: FakeSender, sink: FakeSink
+) -> None:
+    """A batch the sender kept back wrote no intent; the request that left wrote one first."""
+    seen_before_answer: list[int] = []
+
+    async def unsent_then_sent(batch: Batch, *, before_request: BeforeRequest | None) -> Delivery:
+        if not sender.batches:
+            sender.batches.append(batch)
+            # Waited for the budget and gave up: nothing left, nothing to verify later.
+            return Delivery(pending=batch.commands, detail="budget")
+        assert before_request is not None
+        await before_request(batch.commands)
+        seen_before_answer.append(len(sink.state))
+        return Delivery(
+            completed=tuple(
+                CommandResult(c.command_id, OutcomeStatus.APPLIED) for c in batch.commands
+            )
+        )
+
+    sender.send = unsent_then_sent  # type: ignore[method-assign]
+    pipeline.accept([record(0, order_placed("1", 6000.0))])
+    await until(lambda: len(sink.outcomes) == 1)
+    # One intent, before the answer; then the holding's tombstone with the outcome.
+    assert seen_before_answer == [1]
+    assert [r.value is None for r in sink.state] == [False, True]

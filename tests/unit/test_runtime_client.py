@@ -10,6 +10,7 @@ from test_ledger import commands
 
 from promo_bridge.capillary import (
     ApiUnavailable,
+    BeforeRequest,
     LookupFailedError,
     PromotionStanding,
     UnavailableReason,
@@ -35,7 +36,11 @@ class FakeClient:
             raise answer
         return answer
 
-    async def send(self, batch: Batch) -> list[CommandResult]:
+    async def send(
+        self, batch: Batch, *, before_request: BeforeRequest | None = None
+    ) -> list[CommandResult]:
+        if before_request is not None:
+            await before_request(batch.commands)
         self.sent.extend(batch.commands)
         return [
             CommandResult(c.command_id, OutcomeStatus.APPLIED, earned_id="new")

@@ -69,34 +69,6 @@ app.kubernetes.io/component: consumer
 {{- end }}
 {{- end }}
 
-{{/* The most replicas that can consume at once: what the per-replica API budget divides by. */}}
-{{- define "promo-bridge.maxReplicas" -}}
-{{- if .Values.keda.enabled }}
-{{- .Values.keda.maxReplicaCount | int }}
-{{- else }}
-{{- .Values.replicaCount | int }}
-{{- end }}
-{{- end }}
-
-{{/*
-Capillary's rate limit is per API key and endpoint, shared by every replica, while the service's
-budget is per process. With orgCallsPerMinute set, each replica gets an equal share of it, rounded
-down so that all replicas together never exceed it.
-*/}}
-{{- define "promo-bridge.callsPerMinute" -}}
-{{- $org := .Values.capillary.orgCallsPerMinute | int }}
-{{- if gt $org 0 }}
-{{- $replicas := include "promo-bridge.maxReplicas" . | int }}
-{{- $share := div $org (max $replicas 1) }}
-{{- if lt $share 1 }}
-{{- fail (printf "capillary.orgCallsPerMinute (%d) is below the replica count (%d): every replica needs at least one call per minute" $org $replicas) }}
-{{- end }}
-{{- $share }}
-{{- else }}
-{{- .Values.capillary.callsPerMinute | int }}
-{{- end }}
-{{- end }}
-
 {{/*
 The kubelet must wait for the whole drain (bounded by drainTimeoutSeconds) plus the final commit
 and client shutdown, or a rolling deploy kills pods mid-drain and their in-flight commands repeat.

@@ -9,6 +9,8 @@ Public surface:
   `await client.lookup_promotion(identifier_name, identifier_value, source, promotion)`
   returns a `PromotionStanding` or None, or raises `ApiUnavailable`, `AuthenticationFailed` or
   `LookupFailedError`.
+  `client.set_budget_share(assigned, total)` makes the configured calls-per-minute budgets the
+  org's, of which this client takes floor(budget x assigned / total) (0: no call until it grows).
 - `ClientConfig`, `BasicAuth`, `OAuthAuth`: configuration.
 - `ClientHooks`: callbacks for metrics; `EndpointLabel` (an `Endpoint` or `LookupEndpoint`) is
   what they are called with.
@@ -17,7 +19,7 @@ Public surface:
 """
 
 from promo_bridge.capillary._auth import basic_authorization
-from promo_bridge.capillary._client import CapillaryClient
+from promo_bridge.capillary._client import BeforeRequest, CapillaryClient
 from promo_bridge.capillary._config import BasicAuth, ClientConfig, OAuthAuth
 from promo_bridge.capillary._errors import (
     ERROR_CODES,
@@ -42,6 +44,7 @@ __all__ = [
     "ApiUnavailable",
     "AuthenticationFailed",
     "BasicAuth",
+    "BeforeRequest",
     "CapillaryClient",
     "CapillaryError",
     "Classification",

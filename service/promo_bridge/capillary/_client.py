@@ -64,7 +64,6 @@ from promo_bridge.capillary._errors import MAYBE_APPLIED_REASONS, UnavailableRea
 from promo_bridge.capillary._exceptions import (
     ApiUnavailable,
     AuthenticationFailed,
-    CapillaryError,
     LookupFailedError,
 )
 from promo_bridge.capillary._hooks import ClientHooks, EndpointLabel, fire
@@ -100,6 +99,9 @@ from promo_bridge.domain.outcomes import CommandResult, OutcomeStatus
 
 log = structlog.get_logger("promo_bridge.capillary")
 
+# Awaited with the commands of a request about to leave (see `CapillaryClient.send`).
+BeforeRequest = Callable[[Sequence[Command]], Awaitable[None]]
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 Rng = Callable[[], float]
@@ -112,8 +114,9 @@ def _utc_now() -> datetime:
 class _Run:
     """The state of one `send`: verdicts by position, requests per command, why some wait."""
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: Batch, before_request: BeforeRequest | None = None) -> None:
         self.batch = batch
+        self.before_request = before_request
         self.results: list[CommandResult | None] = [None] * len(batch.commands)
         self.requests = [0] * len(batch.commands)
         self.parked: set[int] = set()
@@ -396,6 +399,24 @@ class CapillaryClient:
         budgets[LookupEndpoint.PROMOTION_DATA.value] = self._lookup_budget
         return {name: (budget.used(), budget.calls) for name, budget in budgets.items()}
 
+    def set_budget_share(self, assigned: int, total: int) -> dict[str, int]:
+        """Take `assigned` / `total` of the configured budgets; the calls per window per endpoint.
+
+        The configured figures are the org's (every replica together). Each endpoint gets
+        floor(figure x assigned / total), so the replicas' shares never add up to more than the
+        figure; 0 takes no call until the share grows (waiting calls then go at once). Calls
+        already taken keep counting in their window.
+        """
+        if assigned < 0 or total < 0 or assigned > total:
+            raise ValueError(f"a share is 0 <= assigned <= total, not {assigned}/{total}")
+        config = self._config
+        for endpoint, budget in self._budgets.items():
+            budget.resize(config.calls_per_minute[endpoint] * assigned // total if total else 0)
+        self._lookup_budget.resize(
+            config.lookup_calls_per_minute * assigned // total if total else 0
+        )
+        return {name: calls for name, (_, calls) in self.budget_use().items()}
+
     async def authenticate(self) -> None:
         """Prove the credentials now, without a side effect (a readiness probe).
 
@@ -405,8 +426,14 @@ class CapillaryClient:
         self._check_open()
         await self._auth.verify()
 
-    async def send(self, batch: Batch) -> list[CommandResult]:
+    async def send(
+        self, batch: Batch, *, before_request: BeforeRequest | None = None
+    ) -> list[CommandResult]:
         """Deliver every command of `batch`; one result per command, in batch order.
+
+        `before_request` is awaited with the commands of each request once the request has
+        its place in the budget and an in-flight slot, just before it leaves (the caller makes
+        its intents durable there: a batch that waits for the budget has sent nothing).
 
         Raises:
             ApiUnavailable: some commands stayed retryable past the attempts; `completed` has
@@ -417,7 +444,7 @@ class CapillaryClient:
         """
         self._check_open()
         check_batch(batch.key, batch.commands)
-        run = _Run(batch)
+        run = _Run(batch, before_request)
         sendable: list[int] = []
         for index, command in enumerate(batch.commands):
             verdict = precheck(batch.key, command)
@@ -717,9 +744,16 @@ class CapillaryClient:
             for index in todo:
                 run.requests[index] += 1
 
+        before = None
+        if run.before_request is not None:
+            hook = run.before_request
+
+            async def before() -> None:
+                await hook(commands)
+
         try:
             reply = await self._request(
-                budget, "POST", request.path, on_send=count, json=request.body
+                budget, "POST", request.path, on_send=count, before=before, json=request.body
             )
         except AuthenticationFailed as exc:
             return _Exchange(None, auth_error=exc)
@@ -837,12 +871,15 @@ class CapillaryClient:
         path: str,
         *,
         on_send: Callable[[], None],
+        before: Callable[[], Awaitable[None]] | None = None,
         json: object = None,
         params: Mapping[str, str] | None = None,
     ) -> _Reply:
         """One request within `budget` and an in-flight slot, with current credentials.
 
-        `on_send` runs once the request is about to leave. httpx failures are returned, not
+        `before` is awaited, then `on_send` runs, once the request is about to leave (if
+        `before` fails, nothing was sent and the budget place is given back). httpx failures
+        are returned, not
         raised: they are translated by the caller, where they enter. Raises
         AuthenticationFailed or ApiUnavailable when no credentials can be had (nothing sent).
         """
@@ -851,7 +888,9 @@ class CapillaryClient:
             async with self._in_flight:
                 try:
                     credentials = await self._auth.credentials()
-                except CapillaryError:
+                    if before is not None:
+                        await before()
+                except BaseException:
                     slot.cancel()
                     raise
                 on_send()

@@ -403,9 +403,9 @@ class Flow:
             return batch
         return dataclasses.replace(batch, commands=tuple(commands), skip=skip)
 
-    def intents(self, batch: Batch, now_ms: int) -> list[StateRecord]:
-        """Record the batch's intents; the state records to make durable before its call."""
-        return self._ledger.intend(batch.commands, now_ms)
+    def intents(self, commands: Iterable[Command], now_ms: int) -> list[StateRecord]:
+        """Record intents of commands about to be sent; the records to make durable first."""
+        return self._ledger.intend(commands, now_ms)
 
     def incomplete(self, partitions: set[TopicPartition] | None = None) -> bool:
         """Whether `partitions` (None: anything) hold work without its outcome acknowledged."""

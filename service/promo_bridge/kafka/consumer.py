@@ -59,7 +59,15 @@ class ConsumerLoop:
         *,
         clock: Callable[[], float] = time.monotonic,
         restorer: OutcomeRestorer | None = None,
+        on_share: Callable[[int, int], None] | None = None,
     ) -> None:
+        """`on_share(assigned, total)` hears this instance's share of the input partitions.
+
+        It is called on every assignment, before the new partitions' work starts, and after a
+        revocation's drain (eagerly rebalanced, the share is 0 then: nobody owns partitions
+        until the group hands out the new assignment).
+        """
+        self._on_share = on_share
         self._consumer = consumer
         self._restorer = restorer
         self._pipeline = pipeline
@@ -253,6 +261,8 @@ class ConsumerLoop:
                 self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         self._paused -= revoked
         self._restoring -= revoked
+        # Only now: the drain above still needed the old share to send what was pending.
+        self._report_share(set(self._consumer.assignment()) - revoked)
         log.info(
             "partitions_revoked",
             partitions=sorted(f"{t}-{p}" for t, p in keys),
@@ -271,6 +281,7 @@ class ConsumerLoop:
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
         )
+        self._report_share(set(self._consumer.assignment()) | assigned)
         if not assigned or self._restorer is None:
             return
         self._restoring |= assigned
@@ -297,6 +308,15 @@ class ConsumerLoop:
             with contextlib.suppress(CommitFailedError, KafkaError):
                 await self._consumer.commit(unmarked)
         self._restoring -= assigned
+
+    def _report_share(self, owned: set[TopicPartition]) -> None:
+        if self._on_share is None:
+            return
+        topics = self._config.topics
+        # The group's assignment was computed from this metadata: the same partition counts.
+        total = sum(len(self._consumer.partitions_for_topic(topic) or ()) for topic in topics)
+        assigned = sum(1 for tp in owned if tp.topic in topics)
+        self._on_share(min(assigned, total), total)
 
     async def _restore_state(self, numbers: set[int]) -> None:
         """Read back the holdings ledger of partition numbers this instance does not hold yet.

@@ -144,6 +144,15 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.api_budget = Gauge(
+            "api_budget_calls_per_minute",
+            "This replica's calls per minute per endpoint: the org's budget times its share of"
+            " the input partitions (or the whole budget with PROMO_BRIDGE_CAPILLARY_BUDGET_SPLIT"
+            "=none).",
+            ["endpoint"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.pending_commands = Gauge(
             "pending_commands",
             "Commands accepted and not yet published as outcomes.",
