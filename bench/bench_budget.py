@@ -8,7 +8,7 @@ any sliding 60 s window; the service is told that B is the org's budget. Every e
 unEnroll call, and far more events wait than B allows, so the instances are saturated. Phase
 "all": three instances. Phase "one stopped": one is stopped gracefully, the group rebalances,
 two remain. Each phase is measured over W full 60 s windows that start once every instance holds
-its new share (tests/budget_scenario.py, which the CI test runs with one window per phase).
+its new share (tests/budget_scenario.py; PROMO_BRIDGE_TEST_BUDGET_WINDOWS=1 runs it as a test).
 
 Prints B, the settle time of each phase, the calls the simulator answered in each window (and
 as a fraction of B), the busiest sliding 60 s window of the whole run, and the 429 count. Exit
