@@ -20,6 +20,7 @@ from pathlib import Path
 from harness import order_placed, running_service, service_settings, write_rules
 from kafka_tools import create_topics, produce
 from promo_bridge.runtime import Service
+from promo_bridge.settings import Settings
 from promo_bridge.simulator import CallRecord, Faults, Simulator, serve
 from runtime_support import encode, wait_until
 
@@ -80,7 +81,8 @@ def busiest_window(records: Sequence[CallRecord], window_s: float = WINDOW_S) ->
     return most
 
 
-def _limit(service: Service) -> int:
+def budget_limit(service: Service) -> int:
+    """The calls per minute `service` may make to the scenario's endpoint now."""
     return next((b.limit for b in service.status().budgets if b.endpoint == ENDPOINT), -1)
 
 
@@ -93,7 +95,7 @@ async def _settled(services: Sequence[Service], budget: int, partitions: int) ->
     share = partitions // len(services)
     expected = budget * share // partitions
     await wait_until(
-        lambda: all(_limit(s) == expected and s.status().pending > 0 for s in services),
+        lambda: all(budget_limit(s) == expected and s.status().pending > 0 for s in services),
         timeout_s=SETTLE_TIMEOUT_S,
         what=f"{len(services)} instances at {expected} calls/min each",
     )
@@ -137,6 +139,46 @@ async def _measure(
         )
 
 
+async def budget_rig(
+    exits: contextlib.AsyncExitStack,
+    bootstrap: str,
+    directory: Path,
+    unique: str,
+    *,
+    budget: int,
+    partitions: int,
+) -> tuple[Simulator, Settings]:
+    """A simulator answering 429 beyond `budget` calls a window, and settings calling it.
+
+    The settings give the service `budget` as the org's budget, one unEnroll per order, and
+    the topics (created here); the simulator stops with `exits`.
+    """
+    sim = Simulator(faults=Faults(rate_limit_per_minute=budget))
+    api = await exits.enter_async_context(serve(sim))
+    settings = service_settings(
+        bootstrap=bootstrap,
+        api_url=api.base_url,
+        rules_file=write_rules(directory, RULES_UNENROLL_EVERY_ORDER),
+        unique=unique,
+        topics=[f"events-{unique}"],
+        capillary_calls_per_minute=budget,
+        capillary_lookup_calls_per_minute=budget,
+        capillary_unenroll_not_enrolled_codes=[310120],
+        # Revoked partitions' backlog is not worth waiting for here: it is read again.
+        drain_timeout_s=2.0,
+        batch_window_ms=50,
+    )
+    await create_topics(
+        bootstrap,
+        {
+            settings.input_topics[0]: partitions,
+            settings.outcomes_topic: partitions,
+            settings.dlq_topic: 1,
+        },
+    )
+    return sim, settings
+
+
 async def run_budget_scenario(
     bootstrap: str,
     directory: Path,
@@ -153,27 +195,11 @@ async def run_budget_scenario(
     recorded); they are full `WINDOW_S` windows of the simulator's call log.
     """
     run = BudgetRun(budget)
-    sim = Simulator(faults=Faults(rate_limit_per_minute=budget))
     async with contextlib.AsyncExitStack() as exits:
-        api = await exits.enter_async_context(serve(sim))
-        settings = service_settings(
-            bootstrap=bootstrap,
-            api_url=api.base_url,
-            rules_file=write_rules(directory, RULES_UNENROLL_EVERY_ORDER),
-            unique=unique,
-            topics=[f"events-{unique}"],
-            capillary_calls_per_minute=budget,
-            capillary_lookup_calls_per_minute=budget,
-            capillary_unenroll_not_enrolled_codes=[310120],
-            # Revoked partitions' backlog is not worth waiting for here: it is read again.
-            drain_timeout_s=2.0,
-            batch_window_ms=50,
+        sim, settings = await budget_rig(
+            exits, bootstrap, directory, unique, budget=budget, partitions=partitions
         )
         topic = settings.input_topics[0]
-        await create_topics(
-            bootstrap,
-            {topic: partitions, settings.outcomes_topic: partitions, settings.dlq_topic: 1},
-        )
         # Enough calls for every phase at the whole budget, and half again.
         seconds = (2 * windows_per_phase + 1) * WINDOW_S
         events = int(budget * seconds / WINDOW_S * 1.5)

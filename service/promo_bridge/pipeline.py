@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from promo_bridge.domain.commands import Batch, Command
+from promo_bridge.domain.commands import Batch, BeforeRequest, Command
 from promo_bridge.domain.dead_letters import DeadLetterRecord, dead_letter
 from promo_bridge.domain.flow import (
     Completion,
@@ -57,11 +57,6 @@ _T = TypeVar("_T")
 
 # Distinct event types given a label of their own in metrics.
 _MAX_TYPE_LABELS = 50
-
-
-# Awaited with the commands of each request just before it leaves (its budget place and
-# in-flight slot taken): returns once their intents are durable.
-BeforeRequest = Callable[[Sequence[Command]], Awaitable[None]]
 
 
 class CommandSender(Protocol):

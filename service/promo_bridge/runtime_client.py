@@ -13,14 +13,13 @@ import structlog
 from promo_bridge.capillary import (
     ApiUnavailable,
     AuthenticationFailed,
-    BeforeRequest,
     CapillaryClient,
     ClientHooks,
     EndpointLabel,
     LookupFailedError,
     UnavailableReason,
 )
-from promo_bridge.domain.commands import Batch, Command, IdentifierName, PromotionRef
+from promo_bridge.domain.commands import Batch, BeforeRequest, Command, IdentifierName, PromotionRef
 from promo_bridge.domain.outcomes import CommandResult, Delivery, OutcomeStatus
 from promo_bridge.domain.reconcile import Finding, Standing, Verdict, verified_result, verify
 from promo_bridge.domain.rules import RuleSet

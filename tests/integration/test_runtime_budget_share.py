@@ -18,14 +18,13 @@ import pytest
 
 from budget_scenario import (
     ENDPOINT,
-    RULES_UNENROLL_EVERY_ORDER,
     SETTLE_TIMEOUT_S,
+    budget_limit,
+    budget_rig,
     run_budget_scenario,
 )
-from harness import order_placed, running_service, service_settings, write_rules
-from kafka_tools import create_topics, produce
-from promo_bridge.runtime import Service
-from promo_bridge.simulator import Faults, Simulator, serve
+from harness import order_placed, running_service
+from kafka_tools import produce
 from runtime_support import encode, wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,51 +34,34 @@ BUDGET = 600
 WINDOWS = os.environ.get("PROMO_BRIDGE_TEST_BUDGET_WINDOWS") == "1"
 
 
-def _limit(service: Service) -> int:
-    return next((b.limit for b in service.status().budgets if b.endpoint == ENDPOINT), -1)
-
-
 async def test_each_instance_takes_its_share_as_instances_join_and_leave(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     """One instance holds the whole budget, two hold half each, and one again the whole; no 429."""
-    sim = Simulator(faults=Faults(rate_limit_per_minute=BUDGET))
     async with contextlib.AsyncExitStack() as exits:
-        api = await exits.enter_async_context(serve(sim))
-        settings = service_settings(
-            bootstrap=kafka_bootstrap,
-            api_url=api.base_url,
-            rules_file=write_rules(tmp_path, RULES_UNENROLL_EVERY_ORDER),
-            unique=unique,
-            topics=[f"events-{unique}"],
-            capillary_calls_per_minute=BUDGET,
-            capillary_lookup_calls_per_minute=BUDGET,
-            capillary_unenroll_not_enrolled_codes=[310120],
-            drain_timeout_s=2.0,
-            batch_window_ms=50,
+        sim, settings = await budget_rig(
+            exits, kafka_bootstrap, tmp_path, unique, budget=BUDGET, partitions=6
         )
         topic = settings.input_topics[0]
-        await create_topics(
-            kafka_bootstrap,
-            {topic: 6, settings.outcomes_topic: 6, settings.dlq_topic: 1},
-        )
         await produce(
             kafka_bootstrap,
             encode((order_placed(str(2_000_000 + n), 10.0) for n in range(300)), topic),
         )
         first = await exits.enter_async_context(running_service(settings))
         await wait_until(
-            lambda: _limit(first) == BUDGET, timeout_s=SETTLE_TIMEOUT_S, what="first: whole"
+            lambda: budget_limit(first) == BUDGET, timeout_s=SETTLE_TIMEOUT_S, what="first: whole"
         )
         async with contextlib.AsyncExitStack() as second_stack:
             second = await second_stack.enter_async_context(running_service(settings))
             await wait_until(
-                lambda: (_limit(first), _limit(second)) == (BUDGET // 2, BUDGET // 2),
+                lambda: (budget_limit(first), budget_limit(second)) == (BUDGET // 2, BUDGET // 2),
                 timeout_s=SETTLE_TIMEOUT_S,
                 what="two instances: half each",
             )
         await wait_until(
-            lambda: _limit(first) == BUDGET, timeout_s=SETTLE_TIMEOUT_S, what="first: whole again"
+            lambda: budget_limit(first) == BUDGET,
+            timeout_s=SETTLE_TIMEOUT_S,
+            what="first: whole again",
         )
         await wait_until(
             lambda: any(c.endpoint == ENDPOINT for c in sim.calls), timeout_s=30, what="calls made"

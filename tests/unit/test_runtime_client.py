@@ -10,12 +10,11 @@ from test_ledger import commands
 
 from promo_bridge.capillary import (
     ApiUnavailable,
-    BeforeRequest,
     LookupFailedError,
     PromotionStanding,
     UnavailableReason,
 )
-from promo_bridge.domain.commands import Batch, Command
+from promo_bridge.domain.commands import Batch, BeforeRequest, Command
 from promo_bridge.domain.outcomes import CommandResult, ErrorClass, OutcomeStatus
 from promo_bridge.observability.metrics import Metrics
 from promo_bridge.runtime_client import CapillarySender, is_down

@@ -19,7 +19,7 @@ Public surface:
 """
 
 from promo_bridge.capillary._auth import basic_authorization
-from promo_bridge.capillary._client import BeforeRequest, CapillaryClient
+from promo_bridge.capillary._client import CapillaryClient
 from promo_bridge.capillary._config import BasicAuth, ClientConfig, OAuthAuth
 from promo_bridge.capillary._errors import (
     ERROR_CODES,
@@ -44,7 +44,6 @@ __all__ = [
     "ApiUnavailable",
     "AuthenticationFailed",
     "BasicAuth",
-    "BeforeRequest",
     "CapillaryClient",
     "CapillaryError",
     "Classification",

@@ -94,13 +94,17 @@ from promo_bridge.capillary._wire import (
     interpret,
     precheck,
 )
-from promo_bridge.domain.commands import Batch, Command, Endpoint, IdentifierName, PromotionRef
+from promo_bridge.domain.commands import (
+    Batch,
+    BeforeRequest,
+    Command,
+    Endpoint,
+    IdentifierName,
+    PromotionRef,
+)
 from promo_bridge.domain.outcomes import CommandResult, OutcomeStatus
 
 log = structlog.get_logger("promo_bridge.capillary")
-
-# Awaited with the commands of a request about to leave (see `CapillaryClient.send`).
-BeforeRequest = Callable[[Sequence[Command]], Awaitable[None]]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -410,11 +414,13 @@ class CapillaryClient:
         if assigned < 0 or total < 0 or assigned > total:
             raise ValueError(f"a share is 0 <= assigned <= total, not {assigned}/{total}")
         config = self._config
+
+        def share(calls: int) -> int:
+            return calls * assigned // total if total else 0
+
         for endpoint, budget in self._budgets.items():
-            budget.resize(config.calls_per_minute[endpoint] * assigned // total if total else 0)
-        self._lookup_budget.resize(
-            config.lookup_calls_per_minute * assigned // total if total else 0
-        )
+            budget.resize(share(config.calls_per_minute[endpoint]))
+        self._lookup_budget.resize(share(config.lookup_calls_per_minute))
         return {name: calls for name, (_, calls) in self.budget_use().items()}
 
     async def authenticate(self) -> None:
@@ -879,8 +885,7 @@ class CapillaryClient:
 
         `before` is awaited, then `on_send` runs, once the request is about to leave (if
         `before` fails, nothing was sent and the budget place is given back). httpx failures
-        are returned, not
-        raised: they are translated by the caller, where they enter. Raises
+        are returned, not raised: they are translated by the caller, where they enter. Raises
         AuthenticationFailed or ApiUnavailable when no credentials can be had (nothing sent).
         """
         slot = await budget.acquire()

@@ -7,7 +7,7 @@ Everything here is plain data. The batch key decides which commands may share on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -210,6 +210,11 @@ class Command:
         if self.target is not None:
             return self.target.label
         return self.subject
+
+
+# What a sender awaits with the commands of each request about to leave (its place in the call
+# budget and an in-flight slot taken); the engine makes their intents durable there.
+BeforeRequest = Callable[[Sequence[Command]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
