@@ -94,6 +94,7 @@ from promo_bridge.capillary._wire import (
     interpret,
     precheck,
 )
+from promo_bridge.domain._values import value
 from promo_bridge.domain.commands import (
     Batch,
     BeforeRequest,
@@ -235,7 +236,7 @@ class _Run:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Exchange:
     """One HTTP request's outcome, or why it could not be made."""
 

@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 _SHORT_WAIT_FRACTION: Final = 0.01
+# The shortest the slot log grows before calls that no longer count are pruned from it.
+_PRUNE_MIN: Final = 64
 
 
 class BudgetSlot:
@@ -87,6 +89,9 @@ class CallBudget:
         self._tat = -math.inf
         self._paused_until = -math.inf
         self._log: list[BudgetSlot] = []
+        # The log is pruned when it reaches this length (or the budget): pruning on every
+        # acquire walked the whole window's calls each time.
+        self._prune_at = _PRUNE_MIN
         self._lock = asyncio.Lock()
         self._released = asyncio.Event()
         self._resized = asyncio.Event()
@@ -183,7 +188,11 @@ class CallBudget:
 
     def _ready_at(self, now: float) -> float:
         window = self._window
-        self._log = [s for s in self._log if s.end is None or s.end + window > now]
+        # Below the budget, calls that no longer count can wait: only the count at the budget
+        # decides anything, and stale entries only ever make it larger.
+        if len(self._log) >= min(self._calls, self._prune_at):
+            self._log = [s for s in self._log if s.end is None or s.end + window > now]
+            self._prune_at = 2 * len(self._log) + _PRUNE_MIN
         if self._calls == 0:
             return math.inf
         ready_at = max(self._tat - self._tolerance, self._paused_until)

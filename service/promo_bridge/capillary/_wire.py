@@ -27,6 +27,7 @@ from promo_bridge.capillary._errors import (
     classify_code,
     http_disposition,
 )
+from promo_bridge.domain._values import value
 from promo_bridge.domain.commands import (
     BULK_ACTION_OF_ACTION,
     Action,
@@ -56,7 +57,7 @@ _GATEWAY_TIMEOUT = 504
 # --------------------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WireRequest:
     """One HTTP request: a POST of `body` (JSON) to `path` (relative to the base URL)."""
 
@@ -203,7 +204,7 @@ class AuthRefused:
 EntryVerdict = Settled | RetryLater | AuthRefused
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Answered:
     """One verdict per command sent, in the order sent."""
 
@@ -320,7 +321,7 @@ class _TokenBody(_Model):
     errors: list[WireError] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Entry:
     """One decoded answer entry, whatever the endpoint's format."""
 
@@ -423,7 +424,7 @@ def _first_code(content: bytes) -> int | None:
 # --------------------------------------------------------------------------- interpretation
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CallContext:
     """What a response is matched against."""
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from promo_bridge.domain._values import value
+
 
 class Action(StrEnum):
     """A rule action, as written in the rules file."""
@@ -112,7 +114,7 @@ class TargetRef:
         return f"{self.target_group_id}/{self.target_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class EventPosition:
     """Where an event was read: the offset watermark and outcome records refer to it."""
 
@@ -121,7 +123,7 @@ class EventPosition:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BatchKey:
     """Commands with equal keys may share one bulk call (DESIGN.md, "Batching")."""
 
@@ -132,7 +134,7 @@ class BatchKey:
     target: TargetRef | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Command:
     """One API side effect for one customer, decided by one rule for one event.
 
@@ -217,7 +219,7 @@ class Command:
 BeforeRequest = Callable[[Sequence[Command]], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Batch:
     """Commands that go out in one API call; at most one command per lane."""
 

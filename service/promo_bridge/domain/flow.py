@@ -23,12 +23,13 @@ back as `Completion`s to publish, pending commands go back to their buckets and 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from promo_bridge.domain._values import value
 from promo_bridge.domain.batcher import DEFAULT_COMPLETED_MEMORY, DEFAULT_WINDOW_MS, MicroBatcher
 from promo_bridge.domain.commands import (
     DEFAULT_BATCH_LIMITS,
@@ -48,7 +49,7 @@ from promo_bridge.domain.rules import RuleSet, SkippedAction
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class InputRecord:
     """A consumed Kafka record, reduced to what the engine needs."""
 
@@ -114,7 +115,7 @@ class PauseReason(StrEnum):
     BACKPRESSURE = "backpressure"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Refusal:
     """A record that could not be decoded: it goes to the DLQ, and completes when it is there."""
 
@@ -145,7 +146,7 @@ class Intake:
         return self.accepted + self.duplicates
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Completion:
     """A command with its final result, to be published as one outcome record."""
 
@@ -184,7 +185,9 @@ class Flow:
         self._tracker = OffsetTracker()
         self._marks = RestoreMarks()
         # Completed commands' outcomes: (outcomes partition, offset), for copies read later.
-        self._outcome_offsets: dict[str, tuple[int, int]] = {}
+        # Oldest first: an OrderedDict drops its first key in O(1), where a dict's first key is
+        # found by skipping every slot deleted before it (it was 8 % of the CPU in a backlog).
+        self._outcome_offsets: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._accepted: dict[str, _Accepted] = {}
         self._followers: dict[str, list[EventPosition]] = {}
         self._orphans: set[str] = set()
@@ -547,7 +550,7 @@ class Flow:
     def _remember_outcome(self, command_id: str, outcome: tuple[int, int]) -> None:
         self._outcome_offsets[command_id] = outcome
         if len(self._outcome_offsets) > DEFAULT_COMPLETED_MEMORY:
-            del self._outcome_offsets[next(iter(self._outcome_offsets))]
+            self._outcome_offsets.popitem(last=False)
 
     def restore(
         self,

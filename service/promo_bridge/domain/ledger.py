@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import orjson
 
+from promo_bridge.domain._values import value
 from promo_bridge.domain.commands import Action, Command
 from promo_bridge.domain.outcomes import CommandResult, OutcomeStatus
 from promo_bridge.domain.restore import RestoredOutcome
@@ -67,7 +68,7 @@ def decode_key(raw: bytes) -> HoldingKey | None:
     return (parts[0], parts[1], parts[2])
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Intent:
     """A command whose call may have gone out, without a known result."""
 
@@ -140,7 +141,7 @@ class Holding:
             raise ValueError(f"not a holding: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StateRecord:
     """A record for the state topic: partition, key, and value (None: a tombstone)."""
 

@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Final
 import orjson
 from pydantic import ConfigDict, Field, TypeAdapter
 
+from promo_bridge.domain._values import value
 from promo_bridge.domain.commands import Batch, Command
 
 
@@ -64,7 +65,7 @@ class CommandResult:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Delivery:
     """What sending one batch came to: the sender port's answer to the engine.
 

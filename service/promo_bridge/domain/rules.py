@@ -30,6 +30,7 @@ import cel
 
 from promo_bridge.domain._cel import ROOT_VARIABLE, ConditionError, view_include
 from promo_bridge.domain._rules_yaml import parse_rules
+from promo_bridge.domain._values import value
 from promo_bridge.domain.commands import Action, Command, EventPosition, IdentifierName
 from promo_bridge.domain.events import (
     CEL_VIEW_CONTEXT,
@@ -93,7 +94,7 @@ class SkipReason(StrEnum):
     NO_CUSTOMER_ID = "no_customer_id"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SkippedAction:
     """An action of a matched rule that could not become a command."""
 
@@ -104,7 +105,7 @@ class SkippedAction:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RuleVerdict:
     """One rule's verdict on one event."""
 
@@ -116,7 +117,7 @@ class RuleVerdict:
     skipped: tuple[SkippedAction, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Explanation:
     """Every verdict of the rules for one event type, on one event, in file order."""
 
@@ -351,7 +352,7 @@ def command_id(event_id: str, rule: str, action_index: int) -> str:
     return hashlib.sha256(material).hexdigest()[:_COMMAND_ID_HEX]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _CustomerLookup:
     """The event's customer, resolved once per event and only if some rule matched."""
 
