@@ -169,7 +169,7 @@ class Ledger:
 
     def known_earned(self, command: Command) -> frozenset[str]:
         """The earnedIds this service recorded for the command's holding (revoked ones too)."""
-        holding = self._holding(command, create=False)
+        holding = self._holding(command, holding_key(command), create=False)
         return frozenset(holding.earned) if holding else frozenset()
 
     def order_earns(self, command: Command) -> list[str] | None:
@@ -177,14 +177,14 @@ class Ledger:
 
         An order is known to a holding once one of its commands settled there.
         """
-        holding = self._holding(command, create=False)
+        holding = self._holding(command, holding_key(command), create=False)
         if holding is None or command.order_id not in holding.orders:
             return None
         return [e for e in holding.orders[command.order_id] if e not in holding.revoked]
 
     def order_returned(self, command: Command) -> bool:
         """Whether the command's order was returned (its revoke_earn settled) in this holding."""
-        holding = self._holding(command, create=False)
+        holding = self._holding(command, holding_key(command), create=False)
         return holding is not None and command.order_id in holding.returned
 
     def open_intents(self, partition: int) -> dict[str, Intent]:
@@ -203,10 +203,11 @@ class Ledger:
         for command in commands:
             if command.action not in VERIFIED_ACTIONS:
                 continue
-            holding = self._holding(command, create=True)
+            key = holding_key(command)
+            holding = self._holding(command, key, create=True)
             assert holding is not None
             holding.intents[command.command_id] = Intent(command.action, now_ms)
-            changed[(command.position.partition, holding_key(command))] = holding
+            changed[(command.position.partition, key)] = holding
         self._touch(changed, now_ms)
         return self._records(changed)
 
@@ -216,10 +217,10 @@ class Ledger:
         """Fold final results in; the records to write with their outcomes."""
         changed: dict[tuple[int, HoldingKey], Holding] = {}
         for command, result in settled:
-            holding = self._holding(command, create=_changes_holding(command, result))
+            key = holding_key(command)
+            holding = self._holding(command, key, create=_changes_holding(command, result))
             if holding is None:
                 continue
-            key = holding_key(command)
             if _apply(holding, command, result, now_ms, track_orders=self._track_orders):
                 changed[(command.position.partition, key)] = holding
             elif holding.empty:
@@ -326,14 +327,13 @@ class Ledger:
             del holdings[key]
             holdings[key] = holding
 
-    def _holding(self, command: Command, *, create: bool) -> Holding | None:
+    def _holding(self, command: Command, key: HoldingKey, *, create: bool) -> Holding | None:
         holdings = self._partitions.get(command.position.partition)
         if holdings is None:
             if not create:
                 return None
             # A command of a partition whose state was not read back (e.g. tests, replays).
             holdings = self._partitions.setdefault(command.position.partition, {})
-        key = holding_key(command)
         holding = holdings.get(key)
         if holding is None and create:
             holding = holdings[key] = Holding()
