@@ -464,9 +464,10 @@ class FlowMachine(RuleBasedStateMachine):
     def crash(self) -> None:
         """SIGKILL: every bit of memory is gone; a new process is assigned every partition.
 
-        What is read back covers the events above the committed offsets: a copy of an event
-        committed before the crash, that had not been read by then, is not recognised (the
-        documented limit of the read-back) and may be sent once more.
+        What is read back is the outcomes from the restore mark stored with the last commit: a
+        copy of an event committed before the crash is recognised only if its outcome lies
+        there (the documented limit of the read-back) and may be sent once more otherwise,
+        also when the copy was read before the crash but after that commit.
         """
         self.crashes += 1
         self.forgotten = {
@@ -474,7 +475,7 @@ class FlowMachine(RuleBasedStateMachine):
             for partition, log in self.logs.items()
             for offset in range(min(self.committed[partition], len(log)))
             for command_id in self._command_ids(partition, offset) or ()
-        } - self._read_uncommitted_command_ids()
+        } - self._read_back_command_ids()
         self.flow = self._new_flow()
         self.in_flight.clear()
         self.unpublished.clear()
@@ -484,13 +485,12 @@ class FlowMachine(RuleBasedStateMachine):
         for partition in PARTITIONS:
             self._restore(partition)
 
-    def _read_uncommitted_command_ids(self) -> set[str]:
-        # A copy read before the crash keeps its outcome above the restore mark.
+    def _read_back_command_ids(self) -> set[str]:
+        # The outcomes the next process reads back: from each partition's stored mark on.
         return {
-            command_id
+            outcome.command_id
             for partition in PARTITIONS
-            for offset in range(self.committed[partition], self.position[partition])
-            for command_id in self._command_ids(partition, offset) or ()
+            for outcome in self.outcomes[partition][self.marks.get(partition, 0) :]
         }
 
     def _restore(self, partition: int) -> None:
