@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
+import orjson
 from test_flow import RULES, applied, record
 
 from harness import order_placed
 from promo_bridge.domain.commands import Action, Command
 from promo_bridge.domain.flow import Flow
-from promo_bridge.domain.ledger import Holding, Ledger, decode_key, encode_key
+from promo_bridge.domain.ledger import Holding, Ledger, StateRecord, decode_key, encode_key
 from promo_bridge.domain.outcomes import CommandResult, Delivery, ErrorClass, OutcomeStatus
 from promo_bridge.domain.reconcile import Finding, Standing, verified_result, verify
 from promo_bridge.domain.restore import RestoredOutcome
@@ -40,13 +42,49 @@ def replay(ledger: Ledger, records: list[tuple[bytes, bytes | None]]) -> Ledger:
 def test_an_intent_is_recorded_for_enrol_and_earn_only() -> None:
     """Intents go out for ENROL and EARN; other actions need none (already-applied codes)."""
     enrol, earn, direct = commands()
-    ledger = Ledger()
-    records = ledger.intend([enrol, earn, direct], now_ms=5)
-    assert {decode_key(r.key) for r in records} == {
-        ("key", "7", enrol.subject_label),
-        ("key", "7", direct.subject_label),
+    ledger = Ledger(id_factory=lambda: "g1")
+    (record_,) = ledger.intend([enrol, earn, direct], now_ms=5)
+    assert (record_.partition, record_.key) == (0, b"intents\x1fg1")
+    assert set(orjson.loads(record_.value or b"")["c"]) == {
+        enrol.command_id,
+        earn.command_id,
+        direct.command_id,
     }
     assert set(ledger.open_intents(0)) == {enrol.command_id, earn.command_id, direct.command_id}
+
+
+def test_an_intent_group_is_one_record_per_partition_and_closes_when_all_settled() -> None:
+    """A request's intents: one group record per state partition, a tombstone after its last."""
+    (enrol_a, _, _), (enrol_b, _, _) = commands("7", 0), commands("8", 1)
+    enrol_b = dataclasses.replace(
+        enrol_b, position=dataclasses.replace(enrol_b.position, partition=1)
+    )
+    ledger = Ledger(track_orders=False, id_factory=lambda: "g")
+    written = ledger.intend([enrol_a, enrol_b], now_ms=1)
+    assert sorted((r.partition, r.key) for r in written) == [
+        (0, b"intents\x1fg"),
+        (1, b"intents\x1fg"),
+    ]
+    # A settled ENROL leaves no holding record: nothing to tombstone but the group.
+    assert ledger.settle([(enrol_a, result(enrol_a, issual_id="1"))], now_ms=2) == [
+        StateRecord(0, b"intents\x1fg", None)
+    ]
+    assert set(ledger.open_intents(1)) == {enrol_b.command_id}
+    assert len(ledger) == 1
+
+
+def test_intents_kept_in_a_holding_record_by_an_earlier_version_are_read_and_closed() -> None:
+    """An intent inside a holding record ("n") is open when read back; its result rewrites it."""
+    _, earn, _ = commands()
+    key = encode_key(("key", "7", earn.subject_label))
+    legacy = orjson.dumps({"t": 1, "e": ["5"], "n": {earn.command_id: ["earn", 1]}})
+    ledger = Ledger()
+    ledger.restore(0, [(key, legacy)])
+    assert set(ledger.open_intents(0)) == {earn.command_id}
+    (rewritten,) = ledger.settle([(earn, result(earn, earned_id="6"))], now_ms=2)
+    assert rewritten.key == key
+    holding = Holding.decode(rewritten.value or b"")
+    assert (holding.earned, holding.intents) == (("5", "6"), {})
 
 
 def test_a_result_closes_its_intent_and_records_what_it_produced() -> None:
@@ -59,7 +97,9 @@ def test_a_result_closes_its_intent_and_records_what_it_produced() -> None:
     records = ledger.settle([(earn, result(earn, earned_id="900"))], now_ms=4)
     assert ledger.open_intents(0) == {}
     assert ledger.known_earned(earn) == frozenset({"900"})
-    holding = Holding.decode(records[-1].value or b"")
+    holding_record, group_tombstone = records
+    assert group_tombstone.value is None
+    holding = Holding.decode(holding_record.value or b"")
     assert (holding.earned, holding.orders) == (("900",), {earn.order_id: ("900",)})
 
 
@@ -69,10 +109,16 @@ def test_a_holding_left_with_nothing_is_dropped_with_a_tombstone() -> None:
     ledger = Ledger(track_orders=False)
     assert ledger.intend([enrol], now_ms=1)[0].value is not None
     records = ledger.settle([(enrol, result(enrol, issual_id="845"))], now_ms=2)
-    assert [(decode_key(r.key), r.value) for r in records] == [
-        (("key", "7", enrol.subject_label), None)
-    ]
+    # Its holding never had a record of its own: only the intent group is closed.
+    assert [(decode_key(r.key), r.value) for r in records] == [(None, None)]
     assert len(ledger) == 0
+    # A holding record of an earlier version that held only the intent gets a tombstone.
+    key = encode_key(("key", "7", enrol.subject_label))
+    legacy = Ledger(track_orders=False)
+    legacy.restore(0, [(key, orjson.dumps({"t": 1, "n": {enrol.command_id: ["enrol", 1]}}))])
+    records = legacy.settle([(enrol, result(enrol, issual_id="845"))], now_ms=3)
+    assert [(r.key, r.value) for r in records] == [(key, None)]
+    assert len(legacy) == 0
     # Settled without an intent (durable state off) leaves nothing either.
     ledger.settle([(enrol, result(enrol, issual_id="845"))], now_ms=3)
     assert len(ledger) == 0
@@ -109,7 +155,8 @@ def test_an_outcome_read_back_closes_the_intent_it_answers() -> None:
         [RestoredOutcome(earn.command_id, ("orders", 0), 0, 17, status="applied", earned_id="901")],
         now_ms=2,
     )
-    assert len(closed) == 1
+    # The holding's record (what the earn made) and the group's tombstone.
+    assert [r.value is None for r in closed] == [False, True]
     assert ledger.open_intents(0) == {}
     assert ledger.known_earned(earn) == frozenset({"901"})
     assert ledger.known_earned(enrol) == frozenset({"901"})

@@ -10,17 +10,24 @@ known yet. It is the state behind two guarantees:
 - an EARN shown by the lookup is attributed to the intent only when the earnedId is one this
   service did not record before: the ledger tells "ours, already known" from "new".
 
-The ledger lives in Kafka: one compacted state record per holding, keyed by the holding,
-written to the state partition numbered like the input partition of the command (co-partitioned
-like the outcomes), read back whole when a partition is assigned. Holdings idle for longer than
-the retention are dropped with a tombstone, and so is a holding left with nothing in it (an
-ENROL settled: the lookup, not the ledger, tells an enrolment): a stream of enrolments costs no
-memory. Pure: time is a parameter, records are values.
+The ledger lives in Kafka, in the state partition numbered like the input partition of the
+command (co-partitioned like the outcomes), read back whole when a partition is assigned:
+
+- one compacted record per holding with something in it, keyed by the holding; holdings idle
+  for longer than the retention are dropped with a tombstone, and so is a holding left with
+  nothing in it (an ENROL settled: the lookup, not the ledger, tells an enrolment);
+- one record per request and partition for the intents it carries (an *intent group*, keyed
+  `intents␟<id>`), with a tombstone once every one of them is settled. A stream of enrolments
+  thus costs two small records per request and partition, not two per command, and no memory.
+
+Versions before intent groups kept a holding's intents in its own record ("n"): those are still
+read, and closed by rewriting the holding. Pure: time is a parameter, records are values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -60,6 +67,9 @@ def encode_key(key: HoldingKey) -> bytes:
     return _SEP.join(key).encode()
 
 
+_GROUP_PREFIX: Final = b"intents" + _SEP.encode()
+
+
 def decode_key(raw: bytes) -> HoldingKey | None:
     """A holding key from a state record key; None for a key that is not one."""
     parts = raw.decode(errors="replace").split(_SEP)
@@ -74,6 +84,9 @@ class Intent:
 
     action: Action
     at_ms: int
+    # The key of the intent group record that holds it; None: in the holding's own record (as
+    # versions before intent groups wrote it).
+    group: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -91,11 +104,19 @@ class Holding:
     # Orders returned (a revoke_earn for them was settled), with when.
     returned: dict[str, int] = field(default_factory=dict)
     seen_ms: int = 0
+    # Whether the state topic holds a record of this holding (not a tombstone): only then does
+    # one left blank need a tombstone. Not part of the record.
+    stored: bool = False
+
+    @property
+    def blank(self) -> bool:
+        """No content for its own record (intents aside): a tombstone if one is stored."""
+        return not (self.earned or self.revoked or self.orders or self.returned)
 
     @property
     def empty(self) -> bool:
-        """Nothing a decision reads: dropped from memory, a tombstone on the topic."""
-        return not (self.earned or self.revoked or self.intents or self.orders or self.returned)
+        """Nothing a decision reads: dropped from memory."""
+        return self.blank and not self.intents
 
     def encode(self) -> bytes:
         """The state record value."""
@@ -104,8 +125,9 @@ class Holding:
             body["e"] = sorted(self.earned)
         if self.revoked:
             body["r"] = sorted(self.revoked)
-        if self.intents:
-            body["n"] = {cid: [i.action.value, i.at_ms] for cid, i in self.intents.items()}
+        legacy = {cid: i for cid, i in self.intents.items() if i.group is None}
+        if legacy:
+            body["n"] = {cid: [i.action.value, i.at_ms] for cid, i in legacy.items()}
         if self.orders:
             body["o"] = self.orders
         if self.returned:
@@ -153,10 +175,16 @@ class StateRecord:
 class Ledger:
     """Holdings per state partition; see the module docstring."""
 
-    def __init__(self, *, track_orders: bool = True) -> None:
+    def __init__(
+        self, *, track_orders: bool = True, id_factory: Callable[[], str] | None = None
+    ) -> None:
         self._partitions: dict[int, dict[HoldingKey, Holding]] = {}
         # Whether the rules revoke by order; if not, what each order earned is never read.
         self._track_orders = track_orders
+        # Open intents of each intent group record, by (state partition, group key). Ids must
+        # not repeat across processes: a group left open by a crash is still on the topic.
+        self._groups: dict[tuple[int, bytes], set[str]] = {}
+        self._new_id = id_factory or (lambda: uuid.uuid4().hex)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -198,36 +226,61 @@ class Ledger:
     # -- changes --------------------------------------------------------------------------
 
     def intend(self, commands: Iterable[Command], now_ms: int) -> list[StateRecord]:
-        """Record intents for the commands that need one; the records to write before calling."""
-        changed: dict[tuple[int, HoldingKey], Holding] = {}
+        """Record intents for the commands that need one; the records to write before calling.
+
+        One intent group record per state partition of the commands (a request's worth).
+        """
+        group = _GROUP_PREFIX + self._new_id().encode()
+        entries: dict[int, dict[str, tuple[str, str]]] = {}
+        touched: dict[tuple[int, HoldingKey], Holding] = {}
+        superseded: list[StateRecord] = []
         for command in commands:
             if command.action not in VERIFIED_ACTIONS:
                 continue
+            partition = command.position.partition
             key = holding_key(command)
             holding = self._holding(command, key, create=True)
             assert holding is not None
-            holding.intents[command.command_id] = Intent(command.action, now_ms)
-            changed[(command.position.partition, key)] = holding
-        self._touch(changed, now_ms)
-        return self._records(changed)
+            command_id = command.command_id
+            previous = holding.intents.get(command_id)
+            if previous is not None:
+                # Sent again (after a verification found nothing): the new group holds it.
+                superseded.extend(self._leave((partition, key), command_id, previous, touched))
+            holding.intents[command_id] = Intent(command.action, now_ms, group)
+            entries.setdefault(partition, {})[command_id] = (command.action.value, _SEP.join(key))
+            touched[(partition, key)] = holding
+        self._touch(touched, now_ms)
+        records = []
+        for partition, members in entries.items():
+            self._groups[(partition, group)] = set(members)
+            body = orjson.dumps({"t": now_ms, "c": members})
+            records.append(StateRecord(partition, group, body))
+        return records + superseded
 
     def settle(
         self, settled: Iterable[tuple[Command, CommandResult]], now_ms: int
     ) -> list[StateRecord]:
         """Fold final results in; the records to write with their outcomes."""
         changed: dict[tuple[int, HoldingKey], Holding] = {}
+        closed: list[StateRecord] = []
         for command, result in settled:
+            partition = command.position.partition
             key = holding_key(command)
             holding = self._holding(command, key, create=_changes_holding(command, result))
             if holding is None:
                 continue
+            intent = holding.intents.pop(command.command_id, None)
+            if intent is not None:
+                closed.extend(self._leave((partition, key), command.command_id, intent, changed))
             if _apply(holding, command, result, now_ms, track_orders=self._track_orders):
-                changed[(command.position.partition, key)] = holding
-            elif holding.empty:
-                # Made for a result that left nothing to keep.
-                self._partitions[command.position.partition].pop(key, None)
+                changed[(partition, key)] = holding
+            elif holding.empty and (partition, key) not in changed:
+                # Made for a result that left nothing to keep, or its intent was all it held.
+                self._partitions[partition].pop(key, None)
         self._touch(changed, now_ms)
-        return self._records(changed)
+        # Holdings before the groups they close: a crash in between leaves an intent open,
+        # which the outcome read back closes, rather than a result without its holding.
+        return self._records(changed) + closed
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Load a state partition read back whole (last record per key wins); returns holdings.
@@ -235,7 +288,11 @@ class Ledger:
         Records that are not holdings (damaged, or written by something else) are skipped.
         """
         holdings: dict[HoldingKey, Holding] = {}
+        groups: dict[bytes, bytes | None] = {}
         for raw_key, raw_value in records:
+            if raw_key.startswith(_GROUP_PREFIX):
+                groups[raw_key] = raw_value
+                continue
             key = decode_key(raw_key)
             if key is None:
                 continue
@@ -249,10 +306,39 @@ class Ledger:
             if holding.empty:
                 holdings.pop(key, None)
             else:
+                holding.stored = True
                 holdings[key] = holding
+        for group, raw_group in groups.items():
+            if raw_group is not None:
+                self._restore_group(partition, group, raw_group, holdings)
         # In the order `expire` relies on: the topic's order is the writers', whose clocks differ.
         self._partitions[partition] = dict(sorted(holdings.items(), key=_seen_ms))
         return len(holdings)
+
+    def _restore_group(
+        self, partition: int, group: bytes, raw: bytes, holdings: dict[HoldingKey, Holding]
+    ) -> None:
+        """An intent group read back: its intents are open (a damaged one is skipped)."""
+        try:
+            body = orjson.loads(raw)
+            at_ms = int(body["t"])
+            found = [
+                (str(cid), Action(action), decode_key(str(key).encode()))
+                for cid, (action, key) in body["c"].items()
+            ]
+        except (TypeError, AttributeError, KeyError, ValueError, orjson.JSONDecodeError):
+            return
+        members = set()
+        for command_id, action, key in found:
+            if key is None:
+                continue
+            holding = holdings.get(key)
+            if holding is None:
+                holding = holdings[key] = Holding(seen_ms=at_ms)
+            holding.intents[command_id] = Intent(action, at_ms, group)
+            members.add(command_id)
+        if members:
+            self._groups[(partition, group)] = members
 
     def settle_restored(
         self, partition: int, outcomes: Iterable[RestoredOutcome], now_ms: int
@@ -265,18 +351,24 @@ class Ledger:
             for command_id in holding.intents
         }
         changed: dict[tuple[int, HoldingKey], Holding] = {}
+        closed: list[StateRecord] = []
         for outcome in outcomes:
             found = by_command.get(outcome.command_id)
             if found is None:
                 continue
             key, holding = found
             intent = holding.intents.pop(outcome.command_id)
+            closed.extend(self._leave((partition, key), outcome.command_id, intent, changed))
+            effect = False
             if outcome.status in _APPLIED:
                 order_id = outcome.order_id if self._track_orders else None
-                _record_effect(holding, intent.action, order_id, outcome.earned_id)
-            changed[(partition, key)] = holding
+                effect = _record_effect(holding, intent.action, order_id, outcome.earned_id)
+            if effect:
+                changed[(partition, key)] = holding
+            elif holding.empty and (partition, key) not in changed:
+                holdings.pop(key, None)
         self._touch(changed, now_ms)
-        return self._records(changed)
+        return self._records(changed) + closed
 
     def start_empty(self, partition: int) -> None:
         """A state partition with nothing to read back (e.g. the ledger is not kept durably)."""
@@ -285,6 +377,8 @@ class Ledger:
     def forget(self, partition: int) -> None:
         """This instance no longer owns any input partition with this number."""
         self._partitions.pop(partition, None)
+        for group in [group for group in self._groups if group[0] == partition]:
+            del self._groups[group]
 
     def expire(self, now_ms: int, retention_ms: int) -> list[StateRecord]:
         """Drop holdings idle for longer than the retention (never one with an open intent).
@@ -293,7 +387,7 @@ class Ledger:
         idle ones only and stops at the first recent one: it runs with every commit, and a scan
         of a million holdings would hold the event loop for a tenth of a second each time.
         """
-        tombstones = []
+        tombstones: list[StateRecord] = []
         for partition, holdings in self._partitions.items():
             idle = []
             for key, holding in holdings.items():
@@ -301,23 +395,58 @@ class Ledger:
                     break
                 if not holding.intents:
                     idle.append(key)
-            for key in idle:
-                del holdings[key]
-                tombstones.append(StateRecord(partition, encode_key(key), None))
+            tombstones.extend(
+                StateRecord(partition, encode_key(key), None)
+                for key in idle
+                if holdings.pop(key).stored
+            )
         return tombstones
 
     # -- internals ------------------------------------------------------------------------
 
     def _records(self, changed: Mapping[tuple[int, HoldingKey], Holding]) -> list[StateRecord]:
-        """The changed holdings' records; an empty one is dropped and gets a tombstone."""
+        """The changed holdings' records; a blank one gets a tombstone if one is stored.
+
+        An empty one (no open intent either) is dropped from memory.
+        """
         records = []
         for (partition, key), holding in changed.items():
             if holding.empty:
                 self._partitions[partition].pop(key, None)
-                records.append(StateRecord(partition, encode_key(key), None))
-            else:
+            if not holding.blank:
+                holding.stored = True
                 records.append(StateRecord(partition, encode_key(key), holding.encode()))
+            elif holding.stored:
+                holding.stored = False
+                records.append(StateRecord(partition, encode_key(key), None))
         return records
+
+    def _leave(
+        self,
+        at: tuple[int, HoldingKey],
+        command_id: str,
+        intent: Intent,
+        changed: dict[tuple[int, HoldingKey], Holding],
+    ) -> list[StateRecord]:
+        """An intent is closed or superseded: its group's tombstone once the group is done.
+
+        An intent of the holding's own record (an earlier version's) needs the holding
+        rewritten instead: it joins `changed`.
+        """
+        partition, key = at
+        if intent.group is None:
+            holding = self._partitions[partition][key]
+            if holding.stored:
+                changed[at] = holding
+            return []
+        members = self._groups.get((partition, intent.group))
+        if members is None:
+            return []
+        members.discard(command_id)
+        if members:
+            return []
+        del self._groups[(partition, intent.group)]
+        return [StateRecord(partition, intent.group, None)]
 
     def _touch(self, changed: Mapping[tuple[int, HoldingKey], Holding], now_ms: int) -> None:
         """Mark holdings changed now: moved to the end, the order `expire` relies on."""
@@ -354,8 +483,8 @@ def _changes_holding(command: Command, result: CommandResult) -> bool:
 def _apply(
     holding: Holding, command: Command, result: CommandResult, now_ms: int, *, track_orders: bool
 ) -> bool:
-    """Fold one result into its holding; whether anything changed."""
-    changed = holding.intents.pop(command.command_id, None) is not None
+    """Fold one result into its holding (its intent already closed); whether its record changed."""
+    changed = False
     order = command.order_id
     returns = command.action in ORDER_REVOKES and result.status in _SETTLED_RETURN
     if order is not None and returns and order not in holding.returned:
