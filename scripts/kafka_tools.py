@@ -36,8 +36,9 @@ def customer_key(event: Mapping[str, Any]) -> bytes:
 async def create_topics(bootstrap: str, partitions: Mapping[str, int]) -> None:
     """Create the topics that do not exist yet (replication factor 1)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        # Inside the try: a start cut short (Ctrl-C) still closes what it opened.
+        await admin.start()
         existing = set(await admin.list_topics())
         new = [
             NewTopic(name=name, num_partitions=count, replication_factor=1)
@@ -98,10 +99,10 @@ async def read_topic(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    await consumer.start()
     records: list[ReadRecord] = []
     deadline = time.monotonic() + timeout_s
     try:
+        await consumer.start()
         while not until(records):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: condition not met, {len(records)} records read")
@@ -138,8 +139,8 @@ async def read_to_end(
 async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
     """Every partition of `topics`, from the broker's metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()
@@ -154,8 +155,8 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
     """The next offset to be written, per partition of `topics`."""
     partitions = await partitions_of(bootstrap, topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
     try:
+        await consumer.start()
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
     finally:
@@ -165,8 +166,8 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
 async def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
     """The group's committed offsets."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         offsets = await admin.list_consumer_group_offsets(group_id)
         return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
     finally:

@@ -61,8 +61,8 @@ def read_records(fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[ReadRe
 async def send(options: Mapping[str, Any], records: Iterable[OutgoingRecord]) -> int:
     """Send the records in order and wait until every one is acknowledged by all replicas."""
     producer = AIOKafkaProducer(**{**options, "acks": "all"})
-    await producer.start()
     try:
+        await producer.start()
         futures = [
             await producer.send(
                 r.topic,
@@ -95,8 +95,8 @@ async def read_to_end(
     consumer = AIOKafkaConsumer(
         **options, group_id=None, enable_auto_commit=False, isolation_level=isolation_level
     )
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(list(partitions))
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(list(partitions))
@@ -124,8 +124,8 @@ async def follow(
     From the partitions' end as of this call unless `from_beginning`.
     """
     consumer = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(list(partitions))
         if from_beginning:
             await consumer.seek_to_beginning(*partitions)
