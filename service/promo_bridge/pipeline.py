@@ -201,9 +201,9 @@ class Pipeline:
             log.warning("rule_condition_failed", rule=rule, event_id=event_id, error=error)
         for rule, skipped in intake.skipped:
             metrics.rule_actions_skipped.labels(rule, skipped.reason.value).inc()
-        made = Counter((command.action.value, command.subject) for command in intake.commands)
-        for labels, count in made.items():
-            metrics.commands.labels(*labels).inc(count)
+        made = Counter((command.action, command.subject) for command in intake.commands)
+        for (action, subject), count in made.items():
+            metrics.commands.labels(action.value, subject).inc(count)
         if intake.duplicates:
             metrics.commands_deduplicated.inc(len(intake.duplicates))
 
@@ -355,10 +355,10 @@ class Pipeline:
             self._unknown_orders_seen = unknown
         self._last_progress = self._clock()
         # Counted per label set, not per record: a label lookup costs more than the count.
-        statuses: Counter[tuple[str, str]] = Counter()
+        statuses: Counter[tuple[OutcomeStatus, ErrorClass | None]] = Counter()
         for record in records:
             error_class = record.error_class
-            statuses[record.status.value, error_class.value if error_class else ""] += 1
+            statuses[record.status, error_class] += 1
             if record.status is OutcomeStatus.APPLIED and record.verified_by is None:
                 continue
             if record.skip_reason is not None:
@@ -370,8 +370,9 @@ class Pipeline:
             if record.status is not OutcomeStatus.APPLIED:
                 _log_outcome(record)
                 self.recent_outcomes.append(_outcome_note(record))
-        for labels, count in statuses.items():
-            self._metrics.outcomes.labels(*labels).inc(count)
+        for (status, error_class), count in statuses.items():
+            label = error_class.value if error_class else ""
+            self._metrics.outcomes.labels(status.value, label).inc(count)
         self._update_pending()
         self._wake.set()
         self._progress.set()

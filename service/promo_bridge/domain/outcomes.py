@@ -201,14 +201,16 @@ def outcome_record(
         partition=command.position.partition,
         offset=command.position.offset,
         rule=command.rule,
-        action=command.action.value,
+        # The members, not `.value` (an enum property costs a lookup per record): a StrEnum is
+        # its text, to orjson, to pydantic and to the logs.
+        action=command.action,
         subject=command.subject,
         promotion_id=promotion.promotion_id if promotion else None,
         promo_identifier=promotion.promo_identifier if promotion else None,
         program_id=promotion.program_id if promotion else None,
         target_group_id=target.target_group_id if target else None,
         target_id=target.target_id if target else None,
-        identifier_name=command.identifier_name.value,
+        identifier_name=command.identifier_name,
         identifier_value=command.identifier_value,
         order_id=command.order_id,
         status=result.status,
