@@ -148,8 +148,7 @@ def check_batch(key: BatchKey, commands: Sequence[Command]) -> None:
 # --------------------------------------------------------------------------- verdicts
 
 
-# Not frozen: one per command of every answer (see CommandResult). Treat as immutable.
-@dataclass(slots=True)
+@value
 class Settled:
     """A final answer for one command."""
 

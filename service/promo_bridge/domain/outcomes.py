@@ -44,9 +44,7 @@ class ErrorClass(StrEnum):
     RETRY_EXHAUSTED = "retry_exhausted"
 
 
-# Not frozen, like OutcomeRecord: made once per command, and a frozen dataclass's __init__ (one
-# object.__setattr__ per field) cost twice as much as the rest of making it. Treat as immutable.
-@dataclass(slots=True)
+@value
 class CommandResult:
     """The client's verdict on one command of a batch, matched to it by position."""
 
