@@ -68,6 +68,9 @@ _CLIENT_FIELD_VARIABLES: Mapping[str, str] = MappingProxyType(
 
 
 METADATA_MAX_AGE_MS: Final = 5000
+# Beyond the revocation's drain (PROMO_BRIDGE_DRAIN_TIMEOUT_S): its commit, and the read-back of
+# newly assigned partitions, which also runs inside the rebalance (see rebalance_timeout_ms).
+REBALANCE_MARGIN_S: Final = 40.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,13 @@ def configure(settings: Settings) -> ServiceConfig:
                 # left new partitions unread that long. One small metadata request every 5 s
                 # is the price of picking them up within seconds.
                 "metadata_max_age_ms": METADATA_MAX_AGE_MS,
+                # How long the coordinator waits for a member to rejoin a rebalance. aiokafka's
+                # default is the session timeout (10 s), but a member rejoins only after its
+                # revocation drained (up to PROMO_BRIDGE_DRAIN_TIMEOUT_S, 20 s by default) and
+                # committed: one that takes longer is dropped from the generation, rejoins,
+                # and starts yet another rebalance. A member that dies is still noticed by
+                # the session timeout.
+                "rebalance_timeout_ms": int((settings.drain_timeout_s + REBALANCE_MARGIN_S) * 1000),
             }
         ),
         producer=MappingProxyType(

@@ -282,6 +282,7 @@ class ConsumerLoop:
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
         )
         self._report_share(set(self._consumer.assignment()) | assigned)
+        self._metrics.partitions_assigned.inc(len(assigned))
         if not assigned or self._restorer is None:
             return
         self._restoring |= assigned

@@ -206,6 +206,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.partitions_assigned = Counter(
+            "partitions_assigned_total",
+            "Input partitions assigned to this instance, counted at every rebalance: a steady"
+            " rise means the group keeps rebalancing.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.restored_commands = Counter(
             "restored_commands_total",
             "Commands found completed in the outcomes topic when a partition was assigned.",
