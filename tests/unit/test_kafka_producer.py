@@ -247,3 +247,27 @@ async def test_a_full_batch_is_sent_and_the_rest_goes_in_the_next() -> None:
     offsets = await publisher.publish_outcomes([outcome(f"c{i}") for i in range(5)])
     assert offsets == [101, 102, 103, 104, 105]
     assert len(producer.sent) == 5
+
+
+class OrphaningProducer(FakeProducer):
+    """Queues batches and never answers them, as one whose sender task died."""
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_a_send_never_answered_fails_at_the_bound_and_goes_out_on_a_new_producer() -> None:
+    """Orphaned sends end the publish with PublishError at the bound; the retry is delivered."""
+    orphaning, fresh = OrphaningProducer(), FakeProducer()
+    made = iter([orphaning, fresh])
+    publisher = RecordPublisher(
+        lambda: next(made),  # type: ignore[arg-type,return-value]
+        outcomes_topic="out",
+        dlq_topic="dlq",
+        ack_timeout_s=0.05,
+    )
+    await publisher.start()
+    with pytest.raises(PublishError, match=r"unanswered after 0\.05 s; producer replaced"):
+        await asyncio.wait_for(publisher.publish_outcomes([outcome("c1")]), 5)
+    assert orphaning.stopped
+    assert await publisher.publish_outcomes([outcome("c1")]) == [101]

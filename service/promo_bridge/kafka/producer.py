@@ -46,6 +46,13 @@ _FATAL_TO_PRODUCER: Final = (
     ProducerClosed,
 )
 _STOP_TIMEOUT_S: Final = 10.0
+_REQUEST_TIMEOUT_MS: Final = 30_000
+# A live producer settles every send within about two request timeouts: a batch not sent by
+# then expires (KafkaTimeoutError), one sent gets an answer or a timeout. Past this bound the
+# send is orphaned: a producer whose sender task died (a fatal error) leaves its queued
+# batches unanswered for ever, and a publish waiting on them held its partition for good
+# (`make chaos`, broker stopped 30 s: 100 commands stuck after the producer was replaced).
+ACK_TIMEOUT_S: Final = 2 * _REQUEST_TIMEOUT_MS / 1000 + 15
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
 # key, value, headers, partition (None: by key).
@@ -54,6 +61,10 @@ _Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int | None]
 
 class PublishError(Exception):
     """A record was not acknowledged; the message names the topic and the broker's error."""
+
+
+class _UnacknowledgedError(Exception):
+    """Sends neither acknowledged nor failed within the acknowledgement bound."""
 
 
 class PublishRefusedError(PublishError):
@@ -72,8 +83,10 @@ class RecordPublisher:
         state_topic: str | None = None,
         on_replace: Callable[[], None] = lambda: None,
         read_back: OutcomeRestorer | None = None,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
     ) -> None:
         self._factory = producer_factory
+        self._ack_timeout_s = ack_timeout_s
         self._on_replace = on_replace
         self._read_back = read_back
         # Per outcomes partition, one past the newest offset acknowledged to this publisher.
@@ -209,13 +222,17 @@ class RecordPublisher:
                 # records queued before it on their way: they land once the broker is back.
                 # Wait for them to land or fail, so that a retry's read-back sees the ones
                 # that landed instead of sending them a second time.
-                await asyncio.gather(*(f for f, _ in futures), return_exceptions=True)
+                with contextlib.suppress(_UnacknowledgedError):
+                    await self._settled(futures)
                 raise
-            settled = await asyncio.gather(*(f for f, _ in futures), return_exceptions=True)
+            settled = await self._settled(futures)
             _raise_first_error(settled)
         except _FATAL_TO_PRODUCER as exc:
             await self._replace(producer, exc)
             raise PublishError(f"{topic}: {exc!r}; producer replaced") from None
+        except _UnacknowledgedError as exc:
+            await self._replace(producer, exc)
+            raise PublishError(f"{topic}: {exc}; producer replaced") from None
         except (RecordTooLargeError, MessageSizeTooLargeError) as exc:
             raise PublishRefusedError(f"{topic}: {exc!r}") from None
         except KafkaError as exc:
@@ -226,6 +243,20 @@ class RecordPublisher:
             for future, _ in futures:
                 future.add_done_callback(_retrieve)
         return _offsets(records, futures, settled)
+
+    async def _settled(self, futures: Sequence[tuple[asyncio.Future[Any], int]]) -> list[Any]:
+        """Each send's result or exception; _UnacknowledgedError if one is open at the bound.
+
+        Not `wait_for(gather(...))`: a timeout would cancel the producer's own futures.
+        """
+        waiting = [future for future, _ in futures]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=self._ack_timeout_s)
+            if late:
+                raise _UnacknowledgedError(
+                    f"{len(late)} of {len(waiting)} sends unanswered after {self._ack_timeout_s} s"
+                )
+        return [_result_or_error(future) for future in waiting]
 
     async def _replace(self, broken: AIOKafkaProducer, error: Exception) -> None:
         """Swap in a new producer once, however many sends saw the old one fail."""
@@ -308,6 +339,13 @@ def _offsets(
     return offsets
 
 
+def _result_or_error(future: asyncio.Future[Any]) -> Any:
+    # As gather(return_exceptions=True) gives them.
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or future.result()
+
+
 def _raise_first_error(settled: Sequence[Any]) -> None:
     for outcome in settled:
         if isinstance(outcome, BaseException):
@@ -328,5 +366,5 @@ def producer_options(*, idempotence: bool) -> dict[str, Any]:
         # Outcome and state records go a batch per partition (see _queue_batches): room for
         # a whole bulk call's records in one, well under the broker's 1 MB message limit.
         "max_batch_size": 256 * 1024,
-        "request_timeout_ms": 30_000,
+        "request_timeout_ms": _REQUEST_TIMEOUT_MS,
     }
