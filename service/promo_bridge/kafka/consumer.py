@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -29,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 _PAUSE_EVENTS = {PauseReason.AUTH: "auth_pause", PauseReason.BACKPRESSURE: "backpressure_pause"}
 _RESUME_EVENTS = {PauseReason.AUTH: "auth_resume", PauseReason.BACKPRESSURE: "backpressure_resume"}
+# Records handed to the engine between two turns of the event loop (see _consume).
+ACCEPT_SLICE: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,18 +160,25 @@ class ConsumerLoop:
                 if messages:
                     # Until this instance commits, the lag counts from where the group was.
                     self._committed.setdefault(tp, messages[0].offset)
-                self._pipeline.accept(
-                    InputRecord(
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        offset=message.offset,
-                        key=message.key,
-                        value=message.value,
-                        headers=tuple(message.headers or ()),
-                        timestamp_ms=message.timestamp,
+                for start in range(0, len(messages), ACCEPT_SLICE):
+                    if start:
+                        # Let the calls and publishes run between slices: a fetch of 500 at
+                        # once held the loop long enough that, near capacity, requests queued
+                        # for their in-flight slots (bench-e2e at 7,300 events/s: p99 867 and
+                        # 905 ms; in slices of 100: 369 and 510 ms).
+                        await asyncio.sleep(0)
+                    self._pipeline.accept(
+                        InputRecord(
+                            topic=tp.topic,
+                            partition=tp.partition,
+                            offset=message.offset,
+                            key=message.key,
+                            value=message.value,
+                            headers=tuple(message.headers or ()),
+                            timestamp_ms=message.timestamp,
+                        )
+                        for message in messages[start : start + ACCEPT_SLICE]
                     )
-                    for message in messages
-                )
             if self._clock() - self._last_commit >= self._config.commit_interval_s:
                 await self.commit()
             self._update_lag()
