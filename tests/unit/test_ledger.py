@@ -85,6 +85,15 @@ def test_intents_kept_in_a_holding_record_by_an_earlier_version_are_read_and_clo
     assert rewritten.key == key
     holding = Holding.decode(rewritten.value or b"")
     assert (holding.earned, holding.intents) == (("5", "6"), {})
+    # Sent again after a verification, the intent moves to a group and leaves the holding's
+    # record at once (left there, it would be read back as open for ever).
+    again = Ledger()
+    again.restore(0, [(key, legacy)])
+    group, holding_record = again.intend([earn], now_ms=3)
+    assert group.key.startswith(b"intents\x1f")
+    assert holding_record.key == key
+    assert Holding.decode(holding_record.value or b"").intents == {}
+    assert set(again.open_intents(0)) == {earn.command_id}
 
 
 def test_a_result_closes_its_intent_and_records_what_it_produced() -> None:

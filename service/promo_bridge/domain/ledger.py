@@ -234,6 +234,8 @@ class Ledger:
         entries: dict[int, dict[str, tuple[str, str]]] = {}
         touched: dict[tuple[int, HoldingKey], Holding] = {}
         superseded: list[StateRecord] = []
+        # Holdings whose own record held the superseded intent (an earlier version's).
+        rewrite: dict[tuple[int, HoldingKey], Holding] = {}
         for command in commands:
             if command.action not in VERIFIED_ACTIONS:
                 continue
@@ -245,7 +247,7 @@ class Ledger:
             previous = holding.intents.get(command_id)
             if previous is not None:
                 # Sent again (after a verification found nothing): the new group holds it.
-                superseded.extend(self._leave((partition, key), command_id, previous, touched))
+                superseded.extend(self._leave((partition, key), command_id, previous, rewrite))
             holding.intents[command_id] = Intent(command.action, now_ms, group)
             entries.setdefault(partition, {})[command_id] = (command.action.value, _SEP.join(key))
             touched[(partition, key)] = holding
@@ -255,7 +257,7 @@ class Ledger:
             self._groups[(partition, group)] = set(members)
             body = orjson.dumps({"t": now_ms, "c": members})
             records.append(StateRecord(partition, group, body))
-        return records + superseded
+        return records + superseded + self._records(rewrite)
 
     def settle(
         self, settled: Iterable[tuple[Command, CommandResult]], now_ms: int
