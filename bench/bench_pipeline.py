@@ -18,6 +18,7 @@ import dataclasses
 import gc
 import json
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,11 @@ from promo_bridge.domain.rules import RuleSet, load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+# The service-core line reuses bench-e2e's backlog and rules (bench/e2e_runs.py, scripts/).
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from chaos_rig import order_events  # noqa: E402
+from e2e_runs import write_rules  # noqa: E402
 
 
 def make_events(count: int) -> list[bytes]:
@@ -148,40 +154,9 @@ def make_flow_stage(rules: RuleSet) -> Callable[[list[bytes]], None]:
     return run
 
 
-# The rule `make bench-e2e` runs: one enrol per order over the threshold.
-ORDER_RULES = """\
-program_id: 2714
-promotions:
-  big-spender: {promotion_id: 202779, type: ENROL_AND_ISSUE}
-rules:
-  - name: big-spenders
-    on: order.placed
-    when: event.data.total.amount >= 5000.0
-    then:
-      - enrol: big-spender
-"""
-
-
 def make_order_events(count: int) -> list[bytes]:
-    """`count` order.placed events over 5,000, one customer each (as `make bench-e2e` makes)."""
-    return [
-        orjson.dumps(
-            {
-                "specversion": "1.0",
-                "id": f"bench-order-{number:07d}",
-                "source": "/bench/checkout",
-                "type": "order.placed",
-                "time": "2026-11-21T10:00:00Z",
-                "subject": str(10_000_000 + number),
-                "data": {
-                    "order_id": f"o-{number}",
-                    "customer": {"id": str(10_000_000 + number), "source": "INSTORE"},
-                    "total": {"amount": 6000.0, "currency": "INR"},
-                },
-            }
-        )
-        for number in range(count)
-    ]
+    """`count` order.placed events over the threshold, one customer each: bench-e2e's backlog."""
+    return [orjson.dumps(event) for event in order_events("bench", count)]
 
 
 def _answer(commands: Sequence[Command]) -> bytes:
@@ -326,9 +301,8 @@ def report_service_core(count: int, repeat: int) -> None:
     # costs the core a third more than in the service.
     gc.set_threshold(*_GC_THRESHOLDS)
     with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "rules.yaml"
-        path.write_text(ORDER_RULES)
-        order_rules = load_rules(path)
+        # bench-e2e's rules file with one command per matching event.
+        order_rules = load_rules(write_rules(Path(directory))[1])
     print(f"{count} order events over the threshold, one enrol each (the rule of make bench-e2e)")
     baseline = best_of(run_json, orders, repeat) / count * 1e6
     print(f"  {'json.loads (baseline)':<34} {baseline:7.2f} us/event")

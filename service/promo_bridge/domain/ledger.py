@@ -64,7 +64,12 @@ def holding_key(command: Command) -> HoldingKey:
 
 def encode_key(key: HoldingKey) -> bytes:
     """The state record key of a holding."""
-    return _SEP.join(key).encode()
+    return _key_text(key).encode()
+
+
+def _key_text(key: HoldingKey) -> str:
+    # As an intent group names the holding of each of its intents (text inside JSON).
+    return _SEP.join(key)
 
 
 _GROUP_PREFIX: Final = b"intents" + _SEP.encode()
@@ -249,7 +254,7 @@ class Ledger:
                 # Sent again (after a verification found nothing): the new group holds it.
                 superseded.extend(self._leave((partition, key), command_id, previous, rewrite))
             holding.intents[command_id] = Intent(command.action, now_ms, group)
-            entries.setdefault(partition, {})[command_id] = (command.action.value, _SEP.join(key))
+            entries.setdefault(partition, {})[command_id] = (command.action.value, _key_text(key))
             touched[(partition, key)] = holding
         self._touch(touched, now_ms)
         records = []
