@@ -44,7 +44,7 @@ from promo_bridge.domain.ledger import ORDER_REVOKES, Ledger, StateRecord
 from promo_bridge.domain.offsets import OffsetTracker
 from promo_bridge.domain.outcomes import CommandResult, Delivery, ErrorClass, OutcomeStatus
 from promo_bridge.domain.restore import RestoredOutcome, RestoreMarks
-from promo_bridge.domain.rules import RuleSet, SkippedAction, Verdict
+from promo_bridge.domain.rules import RuleSet, SkippedAction
 
 TopicPartition = tuple[str, int]
 
@@ -274,16 +274,11 @@ class Flow:
                 )
                 return
         customer = record.key.decode("utf-8", "backslashreplace") if record.key else ""
-        verdicts = self._rules.evaluate(event, position, customer).verdicts
-        # One pass over the verdicts (Explanation's properties would make three lists).
-        commands: tuple[Command, ...] | list[Command] = ()
-        for verdict in verdicts:
-            if verdict.verdict is Verdict.CONDITION_ERROR:
-                intake.rule_errors.append((verdict.rule, event.id, verdict.detail))
-            if verdict.skipped:
-                intake.skipped.extend((verdict.rule, skip) for skip in verdict.skipped)
-            if verdict.commands:
-                commands = verdict.commands if not commands else [*commands, *verdict.commands]
+        commands, skipped, errors = self._rules.evaluate(event, position, customer).parts()
+        if errors:
+            intake.rule_errors.extend((rule, event.id, error) for rule, error in errors)
+        if skipped:
+            intake.skipped.extend(skipped)
         self._tracker.track(position, len(commands))
         for command in commands:
             command_id = command.command_id

@@ -20,7 +20,7 @@ A command's id is a stable hash of the event id, the rule name and the action's 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -130,17 +130,34 @@ class Explanation:
     @property
     def commands(self) -> list[Command]:
         """The commands, in the order they must be added to the batcher."""
-        return [command for verdict in self.verdicts for command in verdict.commands]
+        return list(self.parts()[0])
 
     @property
     def skipped(self) -> list[tuple[str, SkippedAction]]:
         """(rule, skipped action) for every action that made no command."""
-        return [(v.rule, skip) for v in self.verdicts for skip in v.skipped]
+        return self.parts()[1]
 
     @property
     def errors(self) -> list[tuple[str, str]]:
         """(rule, error) for every condition that could not be evaluated."""
-        return [(v.rule, v.detail) for v in self.verdicts if v.verdict is Verdict.CONDITION_ERROR]
+        return self.parts()[2]
+
+    def parts(
+        self,
+    ) -> tuple[Sequence[Command], list[tuple[str, SkippedAction]], list[tuple[str, str]]]:
+        """commands, skipped and errors in one pass over the verdicts (the intake's hot path)."""
+        commands: Sequence[Command] = ()
+        skipped: list[tuple[str, SkippedAction]] = []
+        errors: list[tuple[str, str]] = []
+        for verdict in self.verdicts:
+            if verdict.verdict is Verdict.CONDITION_ERROR:
+                errors.append((verdict.rule, verdict.detail))
+            if verdict.skipped:
+                skipped.extend((verdict.rule, skip) for skip in verdict.skipped)
+            if verdict.commands:
+                # One matched rule (the usual case) hands its tuple on without a copy.
+                commands = verdict.commands if not commands else [*commands, *verdict.commands]
+        return commands, skipped, errors
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, for `rules explain --format json` and tests."""
