@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
+from promo_bridge.domain._recent import RecentMap
 from promo_bridge.domain.commands import DEFAULT_BATCH_LIMITS, Batch, BatchKey, Command, Endpoint
 
 DEFAULT_WINDOW_MS: Final = 200
@@ -88,11 +89,10 @@ class MicroBatcher:
         self._limits: dict[Endpoint, int] = merged
         self._window_s = window_ms / 1000
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
-        self._memory = completed_memory
         self._entries: dict[str, _Entry] = {}
         self._lanes: dict[LaneKey, deque[_Entry]] = {}
         self._buckets: dict[BatchKey, list[_Entry]] = {}
-        self._completed: OrderedDict[str, None] = OrderedDict()
+        self._completed: RecentMap[str, None] = RecentMap(completed_memory)
         self._seq = 0
         self._in_flight = 0
         self._duplicates = 0
@@ -351,11 +351,7 @@ class MicroBatcher:
         return entries
 
     def _remember(self, command_id: str) -> None:
-        if self._memory == 0:
-            return
-        self._completed[command_id] = None
-        if len(self._completed) > self._memory:
-            self._completed.popitem(last=False)
+        self._completed.set(command_id, None)
 
 
 def _oldest_first(taken: list[tuple[tuple[float, int], Batch]]) -> list[Batch]:

@@ -23,12 +23,13 @@ back as `Completion`s to publish, pending commands go back to their buckets and 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from promo_bridge.domain._recent import RecentMap
 from promo_bridge.domain._values import value
 from promo_bridge.domain.batcher import DEFAULT_COMPLETED_MEMORY, DEFAULT_WINDOW_MS, MicroBatcher
 from promo_bridge.domain.commands import (
@@ -185,9 +186,7 @@ class Flow:
         self._tracker = OffsetTracker()
         self._marks = RestoreMarks()
         # Completed commands' outcomes: (outcomes partition, offset), for copies read later.
-        # Oldest first: an OrderedDict drops its first key in O(1), where a dict's first key is
-        # found by skipping every slot deleted before it (it was 8 % of the CPU in a backlog).
-        self._outcome_offsets: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._outcome_offsets: RecentMap[str, tuple[int, int]] = RecentMap(DEFAULT_COMPLETED_MEMORY)
         self._accepted: dict[str, _Accepted] = {}
         self._followers: dict[str, list[EventPosition]] = {}
         self._orphans: set[str] = set()
@@ -549,9 +548,7 @@ class Flow:
             self._marks.published((position.topic, position.partition), position.offset, offset)
 
     def _remember_outcome(self, command_id: str, outcome: tuple[int, int]) -> None:
-        self._outcome_offsets[command_id] = outcome
-        if len(self._outcome_offsets) > DEFAULT_COMPLETED_MEMORY:
-            self._outcome_offsets.popitem(last=False)
+        self._outcome_offsets.set(command_id, outcome)
 
     def restore(
         self,
