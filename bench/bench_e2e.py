@@ -8,10 +8,12 @@ order events produced before its process starts, and is timed from the process's
 group's committed offsets reaching the end of every input partition. Rounds interleave the
 variants, so a slow spell of the machine spreads over all of them:
 
-  bare       a bare aiokafka loop: fetch, decode JSON, produce one record, commit
-  durable    the service with its defaults (durable state on: an intent before each call)
-  volatile   the service with PROMO_BRIDGE_DURABLE_STATE=false
-  no-match   the service on events under the rules' threshold: no command at all
+  bare         a bare aiokafka loop: fetch, decode JSON, produce one record, commit
+  bare-uvloop  the same loop on uvloop's event loop, the one the service runs on
+  durable      the service with its defaults (durable state on: an intent before each call)
+  asyncio      the service on asyncio's own event loop (PROMO_BRIDGE_EVENT_LOOP=asyncio)
+  volatile     the service with PROMO_BRIDGE_DURABLE_STATE=false
+  no-match     the service on events under the rules' threshold: no command at all
 
 Then the latency mode: the service (defaults, API at 20 ms) at a steady event rate, and the
 p50/p95/p99 of event-to-outcome latency; once at --latency-rate (1,000 events/s) and once at
@@ -44,7 +46,9 @@ RUN_ROOT = ROOT / ".run" / "bench"
 CALLS_PER_MINUTE = 10_000_000
 VARIANTS = (
     Variant("bare", "bare aiokafka loop", service=False),
+    Variant("bare-uvloop", "bare loop on uvloop", service=False, bare_args=("--loop", "uvloop")),
     Variant("durable", "service, durable state on"),
+    Variant("asyncio", "service on asyncio's loop", settings={"EVENT_LOOP": "asyncio"}),
     Variant("volatile", "service, durable state off", settings={"DURABLE_STATE": "false"}),
     Variant("no-match", "service, no rule matches", matching=False),
 )
@@ -135,7 +139,17 @@ def table(measurements: list[Measurement]) -> list[str]:
         )
     loads = [m.load_1m for m in measurements]
     rows.append(f"load average (1 min) as runs ended: {min(loads):.1f} to {max(loads):.1f}")
-    durable, volatile = mean_rate(measurements, "durable"), mean_rate(measurements, "volatile")
+    durable, on_asyncio = mean_rate(measurements, "durable"), mean_rate(measurements, "asyncio")
+    bare_uvloop = mean_rate(measurements, "bare-uvloop")
+    if durable and bare_uvloop:
+        rows.append(
+            f"service vs the bare loop on the same event loop (uvloop): {durable / bare_uvloop:.2f}"
+        )
+    if durable and on_asyncio:
+        rows.append(
+            f"uvloop: the service's events/s on uvloop / on asyncio = {durable / on_asyncio:.2f}"
+        )
+    volatile = mean_rate(measurements, "volatile")
     if durable and volatile:
         rows.append(
             f"price of durable state: events/s off / on = {volatile / durable:.2f}"

@@ -6,6 +6,7 @@ consumer pays for Kafka and JSON alone. The consumer and producer take the servi
 Kafka settings, so the difference to the service is the service's work, not a setting.
 
 Run: .venv/bin/python bench/e2e_bare_loop.py --bootstrap HOST:PORT --input T --output T --group G
+     [--loop uvloop]   (asyncio's own event loop unless told; the service runs on uvloop's)
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("--bootstrap", "--input", "--output", "--group"):
         parser.add_argument(name, required=True)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
 
     async def serve() -> None:
@@ -76,8 +78,16 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run(args, stop)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only this variant needs it
+
+        loop_factory = uvloop.new_event_loop
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loop_factory) as runner,
+    ):
+        runner.run(serve())
 
 
 if __name__ == "__main__":

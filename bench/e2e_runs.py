@@ -54,6 +54,8 @@ class Variant:
     service: bool = True
     matching: bool = True
     settings: Mapping[str, str] = field(default_factory=dict)
+    # The bare loop's own options (e.g. its event loop).
+    bare_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ async def start_process(
         settings = {**topics.service_settings(rules_file), **variant.settings}
         return (await rig.start_service(**settings)).proc
     args = ["--bootstrap", rig.broker.bootstrap, "--input", topics.input]
-    args += ["--output", topics.output, "--group", topics.group]
+    args += ["--output", topics.output, "--group", topics.group, *variant.bare_args]
     log_path = rig.directory / f"{topics.name}.log"
     proc = local_stack.spawn([sys.executable, str(BARE_LOOP), *args], log_path)
 

@@ -15,6 +15,11 @@ import asyncio
 import gc
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from promo_bridge.settings import EventLoop
 
 # Collect young objects every 50,000 allocations instead of 700 (see _tune_garbage_collection).
 _GC_THRESHOLDS = (50_000, 20, 100)
@@ -62,7 +67,8 @@ def run(_: argparse.Namespace) -> int:
         return 2
     _tune_garbage_collection()
     try:
-        asyncio.run(run_service(service))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            runner.run(run_service(service))
     except TopologyError as exc:
         print(f"promo-bridge: {exc}", file=sys.stderr)
         return 2
@@ -74,6 +80,17 @@ def run(_: argparse.Namespace) -> int:
         )
         return 2
     return 0
+
+
+def _loop_factory(kind: EventLoop) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `run` serves on: uvloop's unless the settings ask for asyncio's."""
+    from promo_bridge.settings import EventLoop
+
+    if kind is EventLoop.ASYNCIO:
+        return None  # asyncio.Runner's default
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def _tune_garbage_collection() -> None:
