@@ -138,6 +138,14 @@ async def measure_latency(
         (_epoch_ms(doc["received_at"]), _epoch_ms(doc["completed_at"]), outcome_ms, sent)
         for doc, outcome_ms, sent in measured
     ]
+    # Every measured outcome, for a look at when the slow ones happened.
+    with (rig.directory / f"{topics.name}.latency.csv").open("w") as out:
+        out.write("sent_ms,latency_ms,read_ms,batch_call_ms,publish_ms\n")
+        for received, completed, outcome_ms, sent in sorted(splits, key=lambda s: s[3]):
+            out.write(
+                f"{sent:.0f},{outcome_ms - sent:.0f},{received - sent:.0f},"
+                f"{completed - received:.0f},{outcome_ms - completed:.0f}\n"
+            )
     stages = {
         "read": sorted(received - sent for received, _, _, sent in splits),
         "batch+call": sorted(completed - received for received, completed, _, _ in splits),
