@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,23 @@ def build_simulator(args: argparse.Namespace) -> Simulator:
     return Simulator(catalogue, credentials=credentials, faults=faults, options=options)
 
 
+# Young collections as Python's defaults, full ones practically never (see below).
+GC_THRESHOLDS = (700, 10, 1_000_000)
+
+
+def keep_collector_off_the_state() -> None:
+    """Full collections would walk the whole simulated org on every run of the collector.
+
+    The state (customers, enrolments, the call log) only grows. In bench-e2e at 5,500
+    events/s, every ~2 to 5 s one call stalled for 100 to 350 ms, more as the state grew:
+    full collections, and they, not the service, made that benchmark's latency tail (p99 419
+    ms; 239 ms, calls' p99 44 ms, without them). Young collections still free what a request
+    leaves in cycles; what start-up made is never walked again.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main_simulate_api(args: argparse.Namespace) -> int:
     """Run the simulator until interrupted; the process exit code."""
     try:
@@ -208,6 +226,7 @@ def main_simulate_api(args: argparse.Namespace) -> int:
         sys.stderr.write(f"Capillary API simulator listening on {server.base_url}\n")
         sys.stderr.flush()
 
+    keep_collector_off_the_state()
     try:
         asyncio.run(
             serve_forever(
