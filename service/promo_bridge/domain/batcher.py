@@ -247,7 +247,7 @@ class MicroBatcher:
             lane.popleft()
             del self._entries[entry.command.command_id]
             self._in_flight -= 1
-            self._remember(entry.command.command_id)
+            self._completed.set(entry.command.command_id, None)
             if lane:
                 self._bucket(lane[0])
             else:
@@ -268,7 +268,7 @@ class MicroBatcher:
         """Commands completed elsewhere (an earlier process): `add` refuses them from now on."""
         for command_id in command_ids:
             if command_id not in self._entries:
-                self._remember(command_id)
+                self._completed.set(command_id, None)
 
     def discard(self, where: CommandFilter) -> list[Command]:
         """Drop held commands that satisfy `where` and are not in flight (lost partitions).
@@ -349,9 +349,6 @@ class MicroBatcher:
             seen.add(command.command_id)
             entries.append(entry)
         return entries
-
-    def _remember(self, command_id: str) -> None:
-        self._completed.set(command_id, None)
 
 
 def _oldest_first(taken: list[tuple[tuple[float, int], Batch]]) -> list[Batch]:

@@ -532,7 +532,7 @@ class Flow:
 
     def _mark(self, command: Command, outcome_offset: int) -> None:
         outcome = (command.position.partition, outcome_offset)
-        self._remember_outcome(command.command_id, outcome)
+        self._outcome_offsets.set(command.command_id, outcome)
         if command.command_id in self._orphans:
             return
         self._mark_at(command.position, *outcome)
@@ -546,9 +546,6 @@ class Flow:
         # number cannot find the outcome there (it is sent again after a crash).
         if position.partition == outcomes_partition:
             self._marks.published((position.topic, position.partition), position.offset, offset)
-
-    def _remember_outcome(self, command_id: str, outcome: tuple[int, int]) -> None:
-        self._outcome_offsets.set(command_id, outcome)
 
     def restore(
         self,
@@ -568,7 +565,7 @@ class Flow:
         outcomes = list(outcomes)
         for outcome in outcomes:
             self._batcher.remember_completed([outcome.command_id])
-            self._remember_outcome(outcome.command_id, (tp[1], outcome.outcomes_offset))
+            self._outcome_offsets.set(outcome.command_id, (tp[1], outcome.outcomes_offset))
             self._unsure.discard(outcome.command_id)
             if outcome.source == tp:
                 self._marks.published(tp, outcome.source_offset, outcome.outcomes_offset)
