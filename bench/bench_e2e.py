@@ -14,6 +14,7 @@ variants, so a slow spell of the machine spreads over all of them:
   asyncio      the service on asyncio's own event loop (PROMO_BRIDGE_EVENT_LOOP=asyncio)
   volatile     the service with PROMO_BRIDGE_DURABLE_STATE=false
   no-match     the service on events under the rules' threshold: no command at all
+  baseline     with --baseline REV: the service's code at git revision REV, defaults as durable
 
 Then the latency mode: the service (defaults, API at 20 ms) at a steady event rate, and the
 p50/p95/p99 of event-to-outcome latency; once at --latency-rate (1,000 events/s) and once at
@@ -28,6 +29,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -83,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated subset of: " + ", ".join(v.key for v in VARIANTS),
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the service's code at this git revision (variant baseline), interleaved",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy samples each service run: .run/bench/e2e/profiles/<run>.txt",
@@ -107,7 +114,7 @@ def mean_rate(measurements: list[Measurement], variant: str) -> float | None:
     return _mean([r for m in measurements if m.variant == variant and (r := m.events_per_s)])
 
 
-def table(measurements: list[Measurement]) -> list[str]:
+def table(measurements: list[Measurement], variants: tuple[Variant, ...]) -> list[str]:
     """The rows: one per variant, rates averaged over rounds, CPU over all events."""
     bare_rate = mean_rate(measurements, "bare")
     header = (
@@ -116,7 +123,7 @@ def table(measurements: list[Measurement]) -> list[str]:
         "  events/s per round"
     )
     rows = [header]
-    for variant in VARIANTS:
+    for variant in variants:
         runs = [m for m in measurements if m.variant == variant.key]
         if not runs:
             continue
@@ -149,6 +156,9 @@ def table(measurements: list[Measurement]) -> list[str]:
         rows.append(
             f"uvloop: the service's events/s on uvloop / on asyncio = {durable / on_asyncio:.2f}"
         )
+    baseline = mean_rate(measurements, "baseline")
+    if durable and baseline:
+        rows.append(f"this checkout vs the baseline revision: events/s {durable / baseline:.2f}")
     volatile = mean_rate(measurements, "volatile")
     if durable and volatile:
         rows.append(
@@ -156,6 +166,25 @@ def table(measurements: list[Measurement]) -> list[str]:
             f" (on runs at {durable / volatile:.2f} of off)"
         )
     return rows
+
+
+def baseline_variant(revision: str, directory: Path) -> Variant:
+    """The service's code at a git revision, exported under `directory` (Python only)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    code = directory / f"baseline-{sha}"
+    if not code.exists():
+        archive = subprocess.run(
+            ["git", "archive", sha, "service"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        code.mkdir(parents=True)
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    return Variant("baseline", f"service at {sha}", code=code / "service")
 
 
 async def throughput(
@@ -169,6 +198,9 @@ async def throughput(
         f" API {args.api_latency_ms:g} ms",
         flush=True,
     )
+    variants = VARIANTS
+    if args.baseline:
+        variants += (baseline_variant(args.baseline, RUN_ROOT),)
     measurements = [
         await measure_run(
             rig,
@@ -180,13 +212,13 @@ async def throughput(
             profile_dir=rig.directory / "profiles" if args.profile else None,
         )
         for round_number in range(1, args.rounds + 1)
-        for variant in VARIANTS
-        if variant.key in args.variants.split(",")
+        for variant in variants
+        if variant.key in args.variants.split(",") or variant.key == "baseline"
     ]
     (rig.directory / "throughput.json").write_text(
         json.dumps([asdict(m) for m in measurements], indent=2)
     )
-    for row in table(measurements):
+    for row in table(measurements, variants):
         print(row, flush=True)
     return measurements
 

@@ -56,6 +56,8 @@ class Variant:
     settings: Mapping[str, str] = field(default_factory=dict)
     # The bare loop's own options (e.g. its event loop).
     bare_args: tuple[str, ...] = ()
+    # The service's code from this folder instead of the checkout's (bench_e2e.py --baseline).
+    code: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,9 @@ async def start_process(
     """The bare loop or a service instance on this run's topics, once its clients started."""
     if variant.service:
         settings = {**topics.service_settings(rules_file), **variant.settings}
-        return (await rig.start_service(**settings)).proc
+        # PYTHONPATH comes before the editable install's path entry: its package is imported.
+        environment = {"PYTHONPATH": str(variant.code)} if variant.code else {}
+        return (await rig.start_service(environment=environment, **settings)).proc
     args = ["--bootstrap", rig.broker.bootstrap, "--input", topics.input]
     args += ["--output", topics.output, "--group", topics.group, *variant.bare_args]
     log_path = rig.directory / f"{topics.name}.log"

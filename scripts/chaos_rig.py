@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,11 +176,17 @@ class Rig:
         settings.update(overrides)
         return settings
 
-    async def start_service(self, **overrides: str) -> ServiceChild:
-        """Start an instance; return once it logged `service_started` (with its ops port)."""
+    async def start_service(
+        self, *, environment: Mapping[str, str] | None = None, **overrides: str
+    ) -> ServiceChild:
+        """Start an instance; return once it logged `service_started` (with its ops port).
+
+        `overrides` are settings (PROMO_BRIDGE_ left off); `environment` other variables.
+        """
         number = len(self.services) + 1
         log_path = self.directory / f"service-{number}.log"
         env = local_stack.service_env(self.service_settings(**overrides), inherit_settings=False)
+        env.update(environment or {})
         proc = local_stack.spawn([str(local_stack.BIN), "run"], log_path, env)
         child = ServiceChild(number, proc, log_path)
         self.services.append(child)
