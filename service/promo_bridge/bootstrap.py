@@ -117,6 +117,8 @@ def configure(settings: Settings) -> ServiceConfig:
                 "max_poll_records": settings.max_poll_records,
                 "fetch_max_bytes": settings.kafka_fetch_max_bytes,
                 "max_partition_fetch_bytes": settings.kafka_max_partition_fetch_bytes,
+                "fetch_min_bytes": settings.kafka_fetch_min_bytes,
+                "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
                 # The group notices a subscribed topic created, or partitions added, only when
                 # the consumer next refreshes its metadata: aiokafka's default of 5 minutes
                 # left new partitions unread that long. One small metadata request every 5 s

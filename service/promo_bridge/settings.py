@@ -328,6 +328,12 @@ class Settings(FlowSettings):
     # producers send. A record batch larger than either limit still comes, alone (KIP-74).
     kafka_fetch_max_bytes: int = Field(default=16 * _MIB, ge=_KIB, le=_INT32_MAX)
     kafka_max_partition_fetch_bytes: int = Field(default=_MIB, ge=_KIB, le=_INT32_MAX)
+    # The broker answers a fetch once this much is there, or after the wait. A fetch of a few
+    # records costs about what a full one does: at a steady 1,000 events/s, waiting for 256 KiB
+    # or 50 ms cut the service's CPU from 36 to 14 % of a core (p99 latency 138 -> 200 ms); at
+    # 8,261 events/s from 80 to 64 %, and the p99 from over 1 s to 280 ms (bench-e2e).
+    kafka_fetch_min_bytes: int = Field(default=256 * _KIB, ge=1, le=_INT32_MAX)
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
     commit_interval_ms: int = Field(default=1000, ge=10)
     # aiokafka's idempotent producer (InitProducerId v0) is accepted by Kafka 4.1: broker-side
     # retries of an outcome batch then write it once. Turn off for brokers that refuse it.
@@ -471,6 +477,13 @@ class Settings(FlowSettings):
         # aiokafka ignores a key without a certificate: TLS would then fail at the broker.
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             problems.append(f"{ENV_PREFIX}KAFKA_SSL_KEYFILE: needs {ENV_PREFIX}KAFKA_SSL_CERTFILE")
+        problems.extend(self._fetch_problems())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _fetch_problems(self) -> list[str]:
+        problems = []
         # A partition's share larger than the whole fetch would be capped by it anyway: the
         # operator meant something else, and the memory bound would not read as set.
         if self.kafka_max_partition_fetch_bytes > self.kafka_fetch_max_bytes:
@@ -478,9 +491,13 @@ class Settings(FlowSettings):
                 f"{ENV_PREFIX}KAFKA_MAX_PARTITION_FETCH_BYTES: must not exceed"
                 f" {ENV_PREFIX}KAFKA_FETCH_MAX_BYTES"
             )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        # The broker would then wait out every fetch for more than one fetch may bring.
+        if self.kafka_fetch_min_bytes > self.kafka_fetch_max_bytes:
+            problems.append(
+                f"{ENV_PREFIX}KAFKA_FETCH_MIN_BYTES: must not exceed"
+                f" {ENV_PREFIX}KAFKA_FETCH_MAX_BYTES"
+            )
+        return problems
 
 
 def load_settings(**overrides: Any) -> Settings:

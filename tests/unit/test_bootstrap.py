@@ -69,6 +69,13 @@ def test_fetch_limits_reach_the_consumer(tmp_path: Path) -> None:
     assert consumer["max_partition_fetch_bytes"] == 524_288
 
 
+def test_fetch_wait_reaches_the_consumer(tmp_path: Path) -> None:
+    """The consumer's fetch_min_bytes and fetch_max_wait_ms are the two settings."""
+    settings = settings_for(tmp_path, kafka_fetch_min_bytes=1, kafka_fetch_max_wait_ms=0)
+    consumer = configure(settings).consumer
+    assert (consumer["fetch_min_bytes"], consumer["fetch_max_wait_ms"]) == (1, 0)
+
+
 def test_consumer_and_producer_refresh_metadata_within_seconds(tmp_path: Path) -> None:
     """Consumer and producer re-read metadata every 5 s: added partitions work within seconds."""
     config = configure(settings_for(tmp_path))

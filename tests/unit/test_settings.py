@@ -217,6 +217,37 @@ def test_bad_fetch_limit_names_the_variable(
     _refused(f"PROMO_BRIDGE_{variable}")
 
 
+def test_fetches_wait_briefly_for_fuller_answers_by_default(base_env: pytest.MonkeyPatch) -> None:
+    """Without settings the broker answers a fetch at 256 KiB or after 50 ms."""
+    settings = load_settings()
+    assert (settings.kafka_fetch_min_bytes, settings.kafka_fetch_max_wait_ms) == (256 * 1024, 50)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KAFKA_FETCH_MIN_BYTES", "0"),
+        ("KAFKA_FETCH_MIN_BYTES", "1MB"),
+        ("KAFKA_FETCH_MAX_WAIT_MS", "-1"),
+        ("KAFKA_FETCH_MAX_WAIT_MS", "10001"),
+    ],
+)
+def test_bad_fetch_wait_names_the_variable(
+    base_env: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A fetch minimum below 1 byte, or a wait outside 0 to 10,000 ms, is refused."""
+    base_env.setenv(f"PROMO_BRIDGE_{variable}", value)
+    _refused(f"PROMO_BRIDGE_{variable}")
+
+
+def test_fetch_minimum_must_fit_in_the_fetch_limit(base_env: pytest.MonkeyPatch) -> None:
+    """A fetch minimum above the per-fetch limit is refused naming both variables."""
+    base_env.setenv("PROMO_BRIDGE_KAFKA_FETCH_MAX_BYTES", "1048576")
+    base_env.setenv("PROMO_BRIDGE_KAFKA_FETCH_MIN_BYTES", "2097152")
+    message = _refused("PROMO_BRIDGE_KAFKA_FETCH_MIN_BYTES")
+    assert "PROMO_BRIDGE_KAFKA_FETCH_MAX_BYTES" in message
+
+
 def test_partition_fetch_limit_must_fit_in_the_fetch_limit(base_env: pytest.MonkeyPatch) -> None:
     """A per-partition limit above the per-fetch limit is refused naming both variables."""
     base_env.setenv("PROMO_BRIDGE_KAFKA_FETCH_MAX_BYTES", "1048576")
