@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,9 @@ class LatencyFigures:
     p99_ms: float
     max_ms: float
     cpu_share: float
+    # The other processes on the machine over the same span, as shares of a core: what the
+    # service competed with (on 2 cores, this script's producer and the broker weigh).
+    alongside: dict[str, float]
     # Stage -> (p50, p99) in ms: to intake, intake to result, result to outcome record.
     stages: dict[str, tuple[float, float]]
 
@@ -64,6 +68,8 @@ class LatencyFigures:
             + ", ".join(
                 f"{name} {p50:,.0f}/{p99:,.0f} ms" for name, (p50, p99) in self.stages.items()
             )
+            + "; alongside: "
+            + ", ".join(f"{name} {share:.0%}" for name, share in self.alongside.items())
         )
 
 
@@ -115,11 +121,22 @@ async def measure_latency(
     ready_url = f"http://127.0.0.1:{child.ops_port}/readyz"
     await asyncio.to_thread(local_stack.wait_http, ready_url, READY_TIMEOUT_S, child.proc)
     say(topics.name, f"service ready; {len(events)} events at {rate_per_s:g}/s")
+    others = {
+        "broker": rig.broker.pid,
+        "simulator": rig.simulator_pid,
+        "this script (producing)": os.getpid(),
+    }
+    others = {name: pid for name, pid in others.items() if pid}
     cpu_before_s = cpu_seconds(child.proc.pid)
+    others_before_s = {name: cpu_seconds(pid) for name, pid in others.items()}
     started = time.monotonic()
     await produce_paced(bootstrap, topics.input, values, rate_per_s)
     await wait_done(bootstrap, topics, len(events), child.proc)
-    cpu_share = (cpu_seconds(child.proc.pid) - cpu_before_s) / (time.monotonic() - started)
+    elapsed_s = time.monotonic() - started
+    cpu_share = (cpu_seconds(child.proc.pid) - cpu_before_s) / elapsed_s
+    alongside = {
+        name: (cpu_seconds(pid) - others_before_s[name]) / elapsed_s for name, pid in others.items()
+    }
     local_stack.stop(child.proc, timeout_s=30)
 
     sent_ms = {
@@ -162,6 +179,7 @@ async def measure_latency(
         p99_ms=percentile(latencies_ms, 0.99),
         max_ms=latencies_ms[-1],
         cpu_share=cpu_share,
+        alongside=alongside,
         stages={
             name: (percentile(values, 0.50), percentile(values, 0.99))
             for name, values in stages.items()

@@ -149,6 +149,8 @@ class Rig:
     rules_file: Path
     calls_per_minute: int
     services: list[ServiceChild] = field(default_factory=list)
+    # The simulator's process (for its CPU figures); 0 when unknown.
+    simulator_pid: int = 0
 
     @property
     def group_id(self) -> str:
@@ -328,7 +330,15 @@ def open_rig(
         latency = ("--latency-ms", str(api_latency_ms), "--jitter-ms", str(api_latency_ms))
         simulator = local_stack.start_simulator(api_port, directory / "simulator.log", *latency)
         api_url = f"http://127.0.0.1:{api_port}"
-        rig = Rig(name, directory, broker, api_url, rules_file, calls_per_minute)
+        rig = Rig(
+            name,
+            directory,
+            broker,
+            api_url,
+            rules_file,
+            calls_per_minute,
+            simulator_pid=simulator.pid,
+        )
         yield rig
     finally:
         for child in rig.services if rig else []:
