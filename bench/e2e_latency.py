@@ -121,22 +121,23 @@ async def measure_latency(
     ready_url = f"http://127.0.0.1:{child.ops_port}/readyz"
     await asyncio.to_thread(local_stack.wait_http, ready_url, READY_TIMEOUT_S, child.proc)
     say(topics.name, f"service ready; {len(events)} events at {rate_per_s:g}/s")
-    others = {
+    # The service first; the others are what it competed with for the cores.
+    processes = {
+        "service": child.proc.pid,
         "broker": rig.broker.pid,
         "simulator": rig.simulator_pid,
         "this script (producing)": os.getpid(),
     }
-    others = {name: pid for name, pid in others.items() if pid}
-    cpu_before_s = cpu_seconds(child.proc.pid)
-    others_before_s = {name: cpu_seconds(pid) for name, pid in others.items()}
+    processes = {name: pid for name, pid in processes.items() if pid}
+    before_s = {name: cpu_seconds(pid) for name, pid in processes.items()}
     started = time.monotonic()
     await produce_paced(bootstrap, topics.input, values, rate_per_s)
     await wait_done(bootstrap, topics, len(events), child.proc)
     elapsed_s = time.monotonic() - started
-    cpu_share = (cpu_seconds(child.proc.pid) - cpu_before_s) / elapsed_s
     alongside = {
-        name: (cpu_seconds(pid) - others_before_s[name]) / elapsed_s for name, pid in others.items()
+        name: (cpu_seconds(pid) - before_s[name]) / elapsed_s for name, pid in processes.items()
     }
+    cpu_share = alongside.pop("service")
     local_stack.stop(child.proc, timeout_s=30)
 
     sent_ms = {
