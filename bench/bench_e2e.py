@@ -10,6 +10,8 @@ variants, so a slow spell of the machine spreads over all of them:
 
   bare         a bare aiokafka loop: fetch, decode JSON, produce one record, commit
   bare-uvloop  the same loop on uvloop's event loop, the one the service runs on
+  floor        the loop on uvloop writing what the service must per command: intent, outcome and
+               holding, batched per partition, three acknowledged stages (no rules, no API)
   durable      the service with its defaults (durable state on: an intent before each call)
   asyncio      the service on asyncio's own event loop (PROMO_BRIDGE_EVENT_LOOP=asyncio)
   volatile     the service with PROMO_BRIDGE_DURABLE_STATE=false
@@ -49,6 +51,13 @@ CALLS_PER_MINUTE = 10_000_000
 VARIANTS = (
     Variant("bare", "bare aiokafka loop", service=False),
     Variant("bare-uvloop", "bare loop on uvloop", service=False, bare_args=("--loop", "uvloop")),
+    Variant(
+        "floor",
+        "floor: the service's writes",
+        service=False,
+        bare_args=("--loop", "uvloop", "--writes", "service"),
+        bare_outputs_per_event=3,
+    ),
     Variant("durable", "service, durable state on"),
     Variant("asyncio", "service on asyncio's loop", settings={"EVENT_LOOP": "asyncio"}),
     Variant("volatile", "service, durable state off", settings={"DURABLE_STATE": "false"}),
@@ -114,6 +123,18 @@ def mean_rate(measurements: list[Measurement], variant: str) -> float | None:
     return _mean([r for m in measurements if m.variant == variant and (r := m.events_per_s)])
 
 
+def _cpu_per_event(measurements: list[Measurement], variant: str) -> float | None:
+    runs = [m for m in measurements if m.variant == variant]
+    events = sum(m.events for m in runs)
+    return sum(m.cpu_s for m in runs) / events * 1e6 if events else None
+
+
+def _cpu_per_command(measurements: list[Measurement]) -> float | None:
+    runs = [m for m in measurements if m.variant == "durable"]
+    commands = sum(m.commands for m in runs)
+    return sum(m.cpu_s for m in runs) / commands * 1e6 if commands else None
+
+
 def table(measurements: list[Measurement], variants: tuple[Variant, ...]) -> list[str]:
     """The rows: one per variant, rates averaged over rounds, CPU over all events."""
     bare_rate = mean_rate(measurements, "bare")
@@ -155,6 +176,12 @@ def table(measurements: list[Measurement], variants: tuple[Variant, ...]) -> lis
     if durable and on_asyncio:
         rows.append(
             f"uvloop: the service's events/s on uvloop / on asyncio = {durable / on_asyncio:.2f}"
+        )
+    floor_us, durable_us = _cpu_per_event(measurements, "floor"), _cpu_per_command(measurements)
+    if floor_us and durable_us:
+        rows.append(
+            f"the service's CPU per command above the floor's per event (its Kafka writes):"
+            f" {durable_us - floor_us:.0f} us ({durable_us:.0f} - {floor_us:.0f})"
         )
     baseline = mean_rate(measurements, "baseline")
     if durable and baseline:
