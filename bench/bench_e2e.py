@@ -10,8 +10,8 @@ variants, so a slow spell of the machine spreads over all of them:
 
   bare         a bare aiokafka loop: fetch, decode JSON, produce one record, commit
   bare-uvloop  the same loop on uvloop's event loop, the one the service runs on
-  floor        the loop on uvloop writing what the service must per command: intent, outcome and
-               holding, batched per partition, three acknowledged stages (no rules, no API)
+  floor        the loop on uvloop writing what the service must have acknowledged: intent groups,
+               outcomes of the service's size, tombstones (no rules, no API, no bookkeeping)
   durable      the service with its defaults (durable state on: an intent before each call)
   asyncio      the service on asyncio's own event loop (PROMO_BRIDGE_EVENT_LOOP=asyncio)
   volatile     the service with PROMO_BRIDGE_DURABLE_STATE=false
@@ -56,7 +56,7 @@ VARIANTS = (
         "floor: the service's writes",
         service=False,
         bare_args=("--loop", "uvloop", "--writes", "service"),
-        bare_outputs_per_event=3,
+        bare_writes_state=True,
     ),
     Variant("durable", "service, durable state on"),
     Variant("asyncio", "service on asyncio's loop", settings={"EVENT_LOOP": "asyncio"}),
@@ -132,7 +132,7 @@ def _cpu_per_event(measurements: list[Measurement], variant: str) -> float | Non
 def _cpu_per_command(measurements: list[Measurement]) -> float | None:
     """The durable service's CPU per command, where it made one command per event.
 
-    The floor writes one command's records per event: with two commands an event the two
+    The floor writes one enrolment's records per event: with two commands an event the two
     figures would not be of the same work.
     """
     runs = [m for m in measurements if m.variant == "durable"]

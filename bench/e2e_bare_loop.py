@@ -5,15 +5,17 @@ wait for the acknowledgements, commit. No rules, no API, no bookkeeping: what an
 consumer pays for Kafka and JSON alone. The consumer and producer take the service's own
 Kafka settings, so the difference to the service is the service's work, not a setting.
 
-`--writes service` is the floor under the service instead: per event the three records the
-service must have acknowledged for each command (the intent before the call, the outcome, the
-holding after it), each stage batched per partition and acknowledged before the next, as the
-service's publisher does, then the commit. Still no rules, no API and no bookkeeping: what this
-Kafka client charges for the service's obligations alone.
+`--writes service` is the floor under the service instead: what the service must have
+acknowledged for a backlog of enrolments, written the way its publisher writes it. Per 100
+events (a bulk request) one intent group record per partition, naming its events; then one
+outcome record of the service's size (about 735 bytes) per event; then a tombstone per intent
+group; each stage batched per partition and acknowledged before the next, then the commit.
+Still no rules, no API and no bookkeeping: what this Kafka client charges for the service's
+obligations alone.
 
 Run: .venv/bin/python bench/e2e_bare_loop.py --bootstrap HOST:PORT --input T --output T --group G
      [--loop uvloop]   (asyncio's own event loop unless told; the service runs on uvloop's)
-     [--writes service]   (three records an event, batched, in three acknowledged stages)
+     [--writes service]   (intent groups, outcomes, tombstones, as the service writes them)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -33,6 +36,11 @@ from promo_bridge.kafka.producer import producer_options
 # The service's default max_poll_records: one fetch's worth of work is the same on both sides.
 MAX_POLL_RECORDS = 500
 FETCH_TIMEOUT_MS = 200
+# Customers per bulk request: the service's default, the API's documented maximum.
+REQUEST_SIZE = 100
+# An outcome record as the service writes one for an applied enrolment: about 735 bytes.
+_OUTCOME_HEAD = b'{"event_id":"'
+_OUTCOME_TAIL = b'","status":"applied","pad":"' + b"x" * 670 + b'"}'
 # bench_e2e starts its clock when it sees this line (the service logs service_started).
 BARE_LOOP_STARTED = "bare_loop_started"
 
@@ -81,26 +89,46 @@ async def _copy_one_each(
 async def _copy_like_service(
     producer: AIOKafkaProducer, topic: str, messages: list[ConsumerRecord[Any, Any]]
 ) -> None:
-    events = [(message, json.loads(message.value)) for message in messages]
-    for stage in ("intent", "outcome", "holding"):
-        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for message, event in events:
-            out = {"event_id": event["id"], "offset": message.offset, "stage": stage}
-            by_partition.setdefault(message.partition, []).append(
-                (message.key, json.dumps(out).encode())
-            )
-        futures = []
-        for partition, records in by_partition.items():
-            builder = producer.create_batch()
-            for key, value in records:
-                if builder.append(timestamp=None, key=key, value=value) is None:
-                    builder.close()
-                    futures.append(await producer.send_batch(builder, topic, partition=partition))
-                    builder = producer.create_batch()
-                    builder.append(timestamp=None, key=key, value=value)
-            builder.close()
-            futures.append(await producer.send_batch(builder, topic, partition=partition))
-        await asyncio.gather(*futures)
+    # Bulk calls take up to REQUEST_SIZE commands; the service writes one intent group per
+    # request and partition before the call, and closes it with a tombstone after.
+    groups: list[tuple[int, bytes, bytes]] = []
+    outcomes: list[tuple[int, bytes | None, bytes]] = []
+    for start in range(0, len(messages), REQUEST_SIZE):
+        members: dict[int, dict[str, list[str]]] = {}
+        for message in messages[start : start + REQUEST_SIZE]:
+            event_id = json.loads(message.value)["id"]
+            members.setdefault(message.partition, {})[event_id] = ["enrol", event_id]
+            outcome = _OUTCOME_HEAD + event_id.encode() + _OUTCOME_TAIL
+            outcomes.append((message.partition, message.key, outcome))
+        for partition, group in members.items():
+            key = f"intents|{uuid.uuid4()}".encode()
+            groups.append((partition, key, json.dumps({"t": 0, "c": group}).encode()))
+    await _send_batches(producer, topic, [(p, k, v) for p, k, v in groups])
+    await _send_batches(producer, topic, outcomes)
+    await _send_batches(producer, topic, [(p, k, None) for p, k, _ in groups])
+
+
+async def _send_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: list[tuple[int, bytes | None, bytes | None]],
+) -> None:
+    """One batch per partition (more where one fills up), all acknowledged, as the service."""
+    by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+    for partition, key, value in records:
+        by_partition.setdefault(partition, []).append((key, value))
+    futures = []
+    for partition, own in by_partition.items():
+        builder = producer.create_batch()
+        for key, value in own:
+            if builder.append(timestamp=None, key=key, value=value) is None:
+                builder.close()
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = producer.create_batch()
+                builder.append(timestamp=None, key=key, value=value)
+        builder.close()
+        futures.append(await producer.send_batch(builder, topic, partition=partition))
+    await asyncio.gather(*futures)
 
 
 def main() -> None:
