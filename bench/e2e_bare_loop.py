@@ -26,6 +26,7 @@ import contextlib
 import json
 import signal
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -46,7 +47,8 @@ BARE_LOOP_STARTED = "bare_loop_started"
 
 
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    """Copy input events to the output topic, one record each, until `stop` is set."""
+    """Write the output for every fetch (one record an event, or the service's writes), until
+    `stop` is set."""
     consumer = AIOKafkaConsumer(
         args.input,
         bootstrap_servers=args.bootstrap,
@@ -91,7 +93,7 @@ async def _copy_like_service(
 ) -> None:
     # Bulk calls take up to REQUEST_SIZE commands; the service writes one intent group per
     # request and partition before the call, and closes it with a tombstone after.
-    groups: list[tuple[int, bytes, bytes]] = []
+    groups: list[tuple[int, bytes | None, bytes | None]] = []
     outcomes: list[tuple[int, bytes | None, bytes]] = []
     for start in range(0, len(messages), REQUEST_SIZE):
         members: dict[int, dict[str, list[str]]] = {}
@@ -103,7 +105,7 @@ async def _copy_like_service(
         for partition, group in members.items():
             key = f"intents|{uuid.uuid4()}".encode()
             groups.append((partition, key, json.dumps({"t": 0, "c": group}).encode()))
-    await _send_batches(producer, topic, [(p, k, v) for p, k, v in groups])
+    await _send_batches(producer, topic, groups)
     await _send_batches(producer, topic, outcomes)
     await _send_batches(producer, topic, [(p, k, None) for p, k, _ in groups])
 
@@ -111,7 +113,7 @@ async def _copy_like_service(
 async def _send_batches(
     producer: AIOKafkaProducer,
     topic: str,
-    records: list[tuple[int, bytes | None, bytes | None]],
+    records: Sequence[tuple[int, bytes | None, bytes | None]],
 ) -> None:
     """One batch per partition (more where one fills up), all acknowledged, as the service."""
     by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
