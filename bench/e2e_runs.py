@@ -236,7 +236,9 @@ async def measure_run(
     """Produce the backlog, let one process work it off, and take its figures.
 
     With `profile_dir`, py-spy samples a service process for the whole run (collapsed stacks
-    in `<run>.txt`, for a flame graph or `bench/profile_top.py`); it costs the process nothing.
+    in `<run>.txt`, for a flame graph or `bench/profile_top.py`). Each sample stops the process
+    for a moment: within the noise of the CPU figures, and without it (`--nonblocking`) the
+    stacks of a process on uvloop came out torn (frames under callers they never had).
     """
     bootstrap = rig.broker.bootstrap
     topics = await fresh_run(rig, f"e2e-r{round_number}-{variant.key}")
@@ -297,7 +299,7 @@ def _profile(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
         return None
     output.parent.mkdir(parents=True, exist_ok=True)
     argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(output)]
-    return subprocess.Popen([*argv, "--rate", "200", "--nonblocking"], stdout=subprocess.DEVNULL)
+    return subprocess.Popen([*argv, "--rate", "200"], stdout=subprocess.DEVNULL)
 
 
 def check(name: str, variant: Variant, measurement: Measurement, stats: dict[str, Any]) -> None:
