@@ -123,23 +123,15 @@ def mean_rate(measurements: list[Measurement], variant: str) -> float | None:
     return _mean([r for m in measurements if m.variant == variant and (r := m.events_per_s)])
 
 
-def _cpu_per_event(measurements: list[Measurement], variant: str) -> float | None:
+def cpu_us(measurements: list[Measurement], variant: str) -> tuple[float | None, float | None]:
+    """A variant's CPU over all its runs, per event and per command (None where there were none)."""
     runs = [m for m in measurements if m.variant == variant]
-    events = sum(m.events for m in runs)
-    return sum(m.cpu_s for m in runs) / events * 1e6 if events else None
-
-
-def _cpu_per_command(measurements: list[Measurement]) -> float | None:
-    """The durable service's CPU per command, where it made one command per event.
-
-    The floor writes one enrolment's records per event: with two commands an event the two
-    figures would not be of the same work.
-    """
-    runs = [m for m in measurements if m.variant == "durable"]
-    commands = sum(m.commands for m in runs)
-    if not commands or commands != sum(m.events for m in runs):
-        return None
-    return sum(m.cpu_s for m in runs) / commands * 1e6
+    cpu_s = sum(m.cpu_s for m in runs)
+    events, commands = sum(m.events for m in runs), sum(m.commands for m in runs)
+    return (
+        cpu_s / events * 1e6 if events else None,
+        cpu_s / commands * 1e6 if commands else None,
+    )
 
 
 def table(measurements: list[Measurement], variants: tuple[Variant, ...]) -> list[str]:
@@ -156,16 +148,15 @@ def table(measurements: list[Measurement], variants: tuple[Variant, ...]) -> lis
         if not runs:
             continue
         rate = mean_rate(measurements, variant.key)
+        per_event_us, per_command_us = cpu_us(measurements, variant.key)
         cpu_s = sum(m.cpu_s for m in runs)
-        events = sum(m.events for m in runs)
-        commands = sum(m.commands for m in runs)
         calls, optimum = sum(m.calls for m in runs), sum(m.optimum_calls for m in runs)
         elapsed_s = sum(m.elapsed_s or 0 for m in runs)
         rows.append(
             f"{variant.label:<28} {_num(rate):>9}"
             f" {_num(rate / bare_rate if rate and bare_rate else None, '.2f'):>6}"
-            f" {_num(cpu_s / events * 1e6 if events else None):>12}"
-            f" {_num(cpu_s / commands * 1e6 if commands else None):>10}"
+            f" {_num(per_event_us):>12}"
+            f" {_num(per_command_us):>10}"
             f" {_num(cpu_s / elapsed_s * 100 if elapsed_s else None):>6}"
             f" {_num(max((m.peak_rss_mb for m in runs), default=None)):>11}"
             f" {_num(_mean([m.start_up_s for m in runs]), '.1f'):>10}"
@@ -184,8 +175,11 @@ def table(measurements: list[Measurement], variants: tuple[Variant, ...]) -> lis
         rows.append(
             f"uvloop: the service's events/s on uvloop / on asyncio = {durable / on_asyncio:.2f}"
         )
-    floor_us, durable_us = _cpu_per_event(measurements, "floor"), _cpu_per_command(measurements)
-    if floor_us and durable_us:
+    # The floor writes one enrolment's records an event: only with one command an event (the
+    # service's CPU per command then equals its CPU per event) is that the same work.
+    floor_us, _ = cpu_us(measurements, "floor")
+    durable_event_us, durable_us = cpu_us(measurements, "durable")
+    if floor_us and durable_us and durable_us == durable_event_us:
         rows.append(
             f"the service's CPU per command above the floor's per event (its Kafka writes):"
             f" {durable_us - floor_us:.0f} us ({durable_us:.0f} - {floor_us:.0f})"

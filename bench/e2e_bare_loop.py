@@ -26,13 +26,12 @@ import contextlib
 import json
 import signal
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from promo_bridge.kafka.producer import producer_options
+from promo_bridge.kafka.producer import _queue_batches, _Record, producer_options
 
 # The service's default max_poll_records: one fetch's worth of work is the same on both sides.
 MAX_POLL_RECORDS = 500
@@ -93,44 +92,24 @@ async def _copy_like_service(
 ) -> None:
     # Bulk calls take up to REQUEST_SIZE commands; the service writes one intent group per
     # request and partition before the call, and closes it with a tombstone after.
-    groups: list[tuple[int, bytes | None, bytes | None]] = []
-    outcomes: list[tuple[int, bytes | None, bytes]] = []
+    groups: list[_Record] = []
+    outcomes: list[_Record] = []
     for start in range(0, len(messages), REQUEST_SIZE):
         members: dict[int, dict[str, list[str]]] = {}
         for message in messages[start : start + REQUEST_SIZE]:
             event_id = json.loads(message.value)["id"]
             members.setdefault(message.partition, {})[event_id] = ["enrol", event_id]
             outcome = _OUTCOME_HEAD + event_id.encode() + _OUTCOME_TAIL
-            outcomes.append((message.partition, message.key, outcome))
+            outcomes.append((message.key, outcome, [], message.partition))
         for partition, group in members.items():
             key = f"intents|{uuid.uuid4()}".encode()
-            groups.append((partition, key, json.dumps({"t": 0, "c": group}).encode()))
-    await _send_batches(producer, topic, groups)
-    await _send_batches(producer, topic, outcomes)
-    await _send_batches(producer, topic, [(p, k, None) for p, k, _ in groups])
-
-
-async def _send_batches(
-    producer: AIOKafkaProducer,
-    topic: str,
-    records: Sequence[tuple[int, bytes | None, bytes | None]],
-) -> None:
-    """One batch per partition (more where one fills up), all acknowledged, as the service."""
-    by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-    for partition, key, value in records:
-        by_partition.setdefault(partition, []).append((key, value))
-    futures = []
-    for partition, own in by_partition.items():
-        builder = producer.create_batch()
-        for key, value in own:
-            if builder.append(timestamp=None, key=key, value=value) is None:
-                builder.close()
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
-                builder = producer.create_batch()
-                builder.append(timestamp=None, key=key, value=value)
-        builder.close()
-        futures.append(await producer.send_batch(builder, topic, partition=partition))
-    await asyncio.gather(*futures)
+            groups.append((key, json.dumps({"t": 0, "c": group}).encode(), [], partition))
+    tombstones: list[_Record] = [(key, None, [], p) for key, _, _, p in groups]
+    for stage in (groups, outcomes, tombstones):
+        # The service's publisher's own batching: a batch per partition, more where one fills.
+        futures: list[tuple[asyncio.Future[Any], int]] = []
+        await _queue_batches(producer, topic, stage, futures)
+        await asyncio.gather(*(future for future, _ in futures))
 
 
 def main() -> None:
